@@ -1,0 +1,40 @@
+# Every target sets up what it needs: `make test` and `make demo` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch; 2.13.0 satisfies the project's `torch>=2.4` without pulling CUDA packages.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+WORKSPACES ?= workspaces
+
+.PHONY: setup test lint demo figures bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: $(STAMP)
+	$(VENV)/bin/study run experiments/demo.yaml --workspace $(WORKSPACES)/demo --report
+
+figures: $(STAMP)
+	@for ws in $(WORKSPACES)/*/; do \
+	  if [ -f "$$ws/dataset.parquet" ]; then $(VENV)/bin/study plot "$$ws"; fi; \
+	done
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

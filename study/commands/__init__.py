@@ -1,0 +1,1 @@
+"""One module per `study` sub-command (see study/cli.py)."""

@@ -1,0 +1,233 @@
+"""The results contract: one `results.json` per run attempt, written here and read here.
+
+Standard library only, and importable without the rest of `study/`: the engine and the collectives
+benchmark import it on compute nodes whose Python has torch and nothing else. Nobody else parses or
+writes result files; see docs/results.md for the format and the dataset columns built from it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "study.result/1"
+KINDS = ("collective", "inference")
+STATUSES = ("ok", "failed")
+
+# Environment variables the harness sets for every run it launches (docs/results.md).
+ENV_RUN_ID = "STUDY_RUN_ID"
+ENV_RESULTS = "STUDY_RESULTS"
+ENV_PARAMS = "STUDY_PARAMS"
+
+_SECRET = re.compile(r"(TOKEN|SECRET|PASSW|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH)", re.I)
+# Only these prefixes are worth recording: they change what the job does or where it ran.
+_ENV_PREFIXES = (
+    "NCCL_", "NVSHMEM_", "FI_", "UCX_", "CUDA_", "TORCH_", "OMP_", "SLURM_JOB", "SLURM_NNODES",
+    "SLURM_NTASKS", "SLURM_CLUSTER", "PBS_JOB", "PBS_O_", "OMPI_COMM_WORLD_SIZE", "STUDY_", "MASTER_",
+    "WORLD_SIZE", "PYTORCH_",
+)
+
+
+class ResultError(ValueError):
+    """A results file that does not follow the contract; the message names the file and the key."""
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def filtered_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The part of the environment that explains a run, with anything secret-looking removed."""
+    environ = os.environ if environ is None else environ
+    return {
+        k: v
+        for k, v in sorted(environ.items())
+        if k.startswith(_ENV_PREFIXES) and not _SECRET.search(k)
+    }
+
+
+def git_state(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Commit and dirtiness of the checkout holding `path` (this file by default); None off a checkout."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return {"git_sha": None, "dirty": None}
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+        return {"git_sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "dirty": None}
+
+
+def scheduler_job_id(environ: Mapping[str, str] | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    for key in ("SLURM_JOB_ID", "PBS_JOBID", "FLUX_JOB_ID", "STUDY_LOCAL_JOB_ID"):
+        if environ.get(key):
+            return environ[key]
+    return None
+
+
+def provenance(
+    *,
+    versions: Mapping[str, Any] | None = None,
+    hosts: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> dict[str, Any]:
+    """Where, when and with what a result was made. `versions` holds torch, nccl, nvshmem, cuda, driver."""
+    prov: dict[str, Any] = dict(git_state())
+    prov.update(
+        {
+            "versions": dict(versions or {}),
+            "hosts": list(hosts) if hosts is not None else [socket.gethostname()],
+            "scheduler_job_id": scheduler_job_id(),
+            "env": filtered_env(),
+            "start": start or now_iso(),
+            "end": end,
+        }
+    )
+    return prov
+
+
+def new_result(
+    *,
+    kind: str,
+    params: Mapping[str, Any],
+    topology: Mapping[str, Any],
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """An empty result to fill in; `run_id` defaults to $STUDY_RUN_ID (or "adhoc" outside the harness)."""
+    if kind not in KINDS:
+        raise ResultError(f"kind: expected one of {KINDS}, got {kind!r}")
+    return {
+        "schema": SCHEMA,
+        "run_id": run_id or os.environ.get(ENV_RUN_ID) or "adhoc",
+        "kind": kind,
+        "status": "ok",
+        "error": None,
+        "params": dict(params),
+        "topology": dict(topology),
+        "metrics": {},
+        "samples": [],
+        "timers": [],
+        "provenance": provenance(),
+    }
+
+
+def default_results_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where to write: the explicit path, else $STUDY_RESULTS, else ./results.json."""
+    return Path(explicit or os.environ.get(ENV_RESULTS) or "results.json")
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write through a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_result(result: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> Path:
+    """Validate and atomically write one result; stamps provenance.end if it is still empty."""
+    result = dict(result)
+    prov = dict(result.get("provenance") or {})
+    if not prov.get("end"):
+        prov["end"] = now_iso()
+    result["provenance"] = prov
+    target = default_results_path(path)
+    validate_result(result, source=str(target))
+    return atomic_write_text(target, json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and the like carry .item(); paths and other objects become strings.
+    item = getattr(obj, "item", None)
+    if callable(item):
+        return item()
+    return str(obj)
+
+
+def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate one results.json; every problem raises ResultError naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from exc
+    validate_result(data, source=str(path))
+    return data
+
+
+def validate_result(data: Any, *, source: str = "<result>") -> None:
+    def fail(key: str, msg: str) -> None:
+        raise ResultError(f"{source}: {key}: {msg}")
+
+    if not isinstance(data, dict):
+        fail("(top level)", "expected a JSON object")
+    if data.get("schema") != SCHEMA:
+        fail("schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
+    for key, typ in (("run_id", str), ("kind", str), ("status", str), ("params", dict), ("topology", dict),
+                     ("metrics", dict), ("samples", list), ("timers", list), ("provenance", dict)):
+        if key not in data:
+            fail(key, "missing")
+        if not isinstance(data[key], typ):
+            fail(key, f"expected {typ.__name__}, got {type(data[key]).__name__}")
+    if data["kind"] not in KINDS:
+        fail("kind", f"expected one of {KINDS}, got {data['kind']!r}")
+    if data["status"] not in STATUSES:
+        fail("status", f"expected one of {STATUSES}, got {data['status']!r}")
+    if data["status"] == "failed" and not data.get("error"):
+        fail("error", "a failed result must say why")
+    for name, value in data["metrics"].items():
+        if value is not None and not isinstance(value, (int, float)):
+            fail(f"metrics.{name}", f"expected a number, got {type(value).__name__}")
+    for i, sample in enumerate(data["samples"]):
+        if not isinstance(sample, dict):
+            fail(f"samples[{i}]", "expected an object")
+    for i, node in enumerate(data["timers"]):
+        _validate_timer_node(node, f"timers[{i}]", fail)
+
+
+def _validate_timer_node(node: Any, where: str, fail) -> None:
+    if not isinstance(node, dict):
+        fail(where, "expected a Hatchet literal node (an object)")
+    frame = node.get("frame")
+    if not isinstance(frame, dict) or not isinstance(frame.get("name"), str):
+        fail(f"{where}.frame.name", "missing or not a string")
+    metrics = node.get("metrics")
+    if not isinstance(metrics, dict):
+        fail(f"{where}.metrics", "missing or not an object")
+    for key in ("time (inc)", "time"):
+        if not isinstance(metrics.get(key), (int, float)):
+            fail(f"{where}.metrics.{key}", "missing or not a number")
+    for i, child in enumerate(node.get("children", [])):
+        _validate_timer_node(child, f"{where}.children[{i}]", fail)
