@@ -98,3 +98,49 @@ def gather_hosts() -> list[str]:
     hosts: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(hosts, me)
     return [h or "?" for h in hosts]
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Versions that explain a measurement: Python, torch, CUDA, NCCL, NVSHMEM, the driver and MPI."""
+    import platform
+
+    import torch
+
+    versions: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "nccl": None,
+        "nvshmem": None,
+        "driver": None,
+        "mpi": None,
+    }
+    try:
+        if torch.cuda.is_available():
+            versions["nccl"] = ".".join(str(x) for x in torch.cuda.nccl.version())
+            versions["gpu"] = torch.cuda.get_device_name()
+    except (RuntimeError, AttributeError):
+        pass
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        for dist_name in ("nvidia-nvshmem-cu13", "nvidia-nvshmem-cu12"):
+            try:
+                versions["nvshmem"] = version(dist_name)
+                break
+            except PackageNotFoundError:
+                continue
+    except ImportError:
+        pass
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as fh:
+            versions["driver"] = fh.readline().strip()
+    except OSError:
+        pass
+    try:
+        from mpi4py import MPI
+
+        versions["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+    except Exception:  # noqa: BLE001 - mpi4py missing or its MPI library not loadable
+        pass
+    return versions
