@@ -1,0 +1,128 @@
+"""One look for every figure of the study, and one way to write a figure to disk.
+
+Every figure module calls `apply_style()` before drawing and `save_figure()` to write: the PNG (for
+the report), the PDF (for papers) and the CSV of the plotted points (so every number on a figure can
+be checked without the figure). The three files are written atomically, so a reader never sees a
+half-written figure.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - only for type checkers
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+# Colour-blind-safe palette (Okabe-Ito), in a fixed order so a series keeps its colour across figures.
+PALETTE: tuple[str, ...] = (
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
+)
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+# Fixed colours for the things that recur across figures, so "nccl" is the same blue everywhere.
+SERIES_COLORS: dict[str, str] = {
+    "nccl": "#0072B2",
+    "nvrar": "#D55E00",
+    "one-shot": "#009E73",
+    "two-shot": "#CC79A7",
+    "gloo": "#E69F00",
+    "reference": "#56B4E9",
+    "nccl-ring": "#56B4E9",
+    "nccl-tree": "#000000",
+    "compute": "#0072B2",
+    "comm": "#D55E00",
+    "other": "#BBBBBB",
+}
+
+DPI = 150
+
+# mkstemp creates files readable by the owner only; figures are shared, so give them the usual mode.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+_RC: dict[str, Any] = {
+    "figure.figsize": (6.4, 4.2),
+    "figure.dpi": 100,
+    "savefig.dpi": DPI,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8.5,
+    "legend.frameon": False,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.6,
+    "lines.markersize": 5,
+    "pdf.fonttype": 42,  # embed TrueType so PDF text stays editable and searchable
+    "ps.fonttype": 42,
+}
+
+
+def apply_style() -> None:
+    """Select the non-interactive Agg backend and set the study's rc parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(_RC)
+    plt.rcParams["axes.prop_cycle"] = matplotlib.cycler(color=list(PALETTE))
+
+
+def color_for(name: str, index: int = 0) -> str:
+    """The colour of a named series (algorithm, component), else the palette colour at `index`."""
+    return SERIES_COLORS.get(str(name).lower(), PALETTE[index % len(PALETTE)])
+
+
+def marker_for(index: int) -> str:
+    return MARKERS[index % len(MARKERS)]
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_figure(
+    fig: Figure,
+    points_df: pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    name: str,
+) -> dict[str, Path]:
+    """Write `name`.png, `name`.pdf and `name`.csv (the plotted points) into `out_dir`, atomically.
+
+    Closes the figure afterwards (figures are made in loops; open ones leak memory). Returns the
+    three paths keyed by "png", "pdf" and "csv".
+    """
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
+    try:
+        _atomic(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+        _atomic(paths["pdf"], lambda tmp: fig.savefig(tmp, format="pdf"))
+        _atomic(paths["csv"], lambda tmp: points_df.to_csv(tmp, index=False))
+    finally:
+        plt.close(fig)
+    return paths
