@@ -1,0 +1,82 @@
+"""The import rules of DESIGN.md, checked on the source: the payload runs with torch alone."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STDLIB = set(sys.stdlib_module_names)
+
+# folder -> third-party top-level modules it may import (the project's own folders are listed too)
+ALLOWED = {
+    "engine": {"torch", "numpy", "mpi4py", "safetensors", "engine", "collectives", "study"},
+    "collectives": {"torch", "numpy", "mpi4py", "collectives", "study", "nvidia"},
+    "study": {"pydantic", "yaml", "jinja2", "rich", "pandas", "pyarrow", "numpy", "study", "analysis",
+              "collectives", "engine"},
+    "analysis": {"pandas", "pyarrow", "numpy", "matplotlib", "hatchet", "thicket", "jinja2", "yaml",
+                 "analysis", "study", "collectives"},
+}
+# What the payload may take from study/: the results contract only.
+PAYLOAD_STUDY_MODULES = {"study.results", "study"}
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+
+
+def _violations(folder: str) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, name in _imports(path):
+            top = name.split(".")[0]
+            if top in STDLIB or top == "__future__":
+                continue
+            where = f"{path.relative_to(ROOT)}:{line}: {name}"
+            if top not in ALLOWED[folder]:
+                bad.append(where)
+            elif folder in ("engine", "collectives") and top == "study" and name not in PAYLOAD_STUDY_MODULES:
+                bad.append(where + " (the payload may import only study.results)")
+            elif folder in ("study", "analysis") and top in ("torch", "engine"):
+                bad.append(where + " (the harness never imports torch)")
+    return bad
+
+
+@pytest.mark.parametrize("folder", sorted(ALLOWED))
+def test_folder_imports_follow_the_design(folder):
+    assert _violations(folder) == []
+
+
+def test_results_contract_imports_without_third_party_packages():
+    # A fresh interpreter that blocks every third-party import must still load study.results.
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in {'pydantic','yaml','jinja2','rich','pandas','numpy','torch'}:\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import study.results as r\n"
+        "print(r.SCHEMA)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "study.result/1"
+
+
+def test_cli_help_does_not_import_torch_or_pandas():
+    code = "import sys; from study.cli import build_parser; build_parser(); " \
+           "print(sorted(m for m in ('torch','pandas','matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
