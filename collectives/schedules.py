@@ -380,13 +380,13 @@ def simulate(sched: Schedule, inputs: list[list[int]], check: bool = True) -> li
 class StepTraffic:
     """What one step asks of the ranks: the distinct per-rank traffic, in elements.
 
-    `profiles` lists the distinct (intra_sent, intra_reduced, inter_sent, inter_reduced) tuples over
-    the ranks that take part in the step: the exact input of a model whose step time is the slowest
-    rank's time.
+    `profiles` lists the distinct (intra_sent, intra_received, intra_reduced, inter_sent,
+    inter_received, inter_reduced) tuples over the ranks that take part in the step: the exact input
+    of a model whose step time is the slowest rank's time.
     """
 
     phase: str
-    profiles: tuple[tuple[int, int, int, int], ...]
+    profiles: tuple[tuple[int, int, int, int, int, int], ...]
 
 
 def step_traffic(sched: Schedule) -> list[StepTraffic]:
@@ -395,12 +395,14 @@ def step_traffic(sched: Schedule) -> list[StepTraffic]:
     for step in sched.steps:
         per_rank: dict[int, list[int]] = {}
         for op in step.ops:
-            row = per_rank.setdefault(op.rank, [0, 0, 0, 0])
-            col = 0 if op.level == "intra" else 2
+            row = per_rank.setdefault(op.rank, [0, 0, 0, 0, 0, 0])
+            col = 0 if op.level == "intra" else 3
             if op.kind == "send":
                 row[col] += op.count
-            elif op.reduce:
+            else:
                 row[col + 1] += op.count
+                if op.reduce:
+                    row[col + 2] += op.count
         out.append(StepTraffic(step.phase, tuple(sorted({tuple(v) for v in per_rank.values()}))))
     return out
 

@@ -176,13 +176,13 @@ def test_nvrar_inter_node_partners_share_local_rank() -> None:
 
 def test_step_traffic_profiles_of_ring_across_nodes() -> None:
     prof = step_traffic(schedule("ring", Topology(2, 2), 40))
-    # Ranks 0 and 2 send 10 elements inside the node and reduce 10 that came over the network;
+    # Ranks 0 and 2 send 10 elements inside the node and receive (and reduce) 10 from the network;
     # ranks 1 and 3 the other way round. The all-gather steps reduce nothing.
     assert len(prof) == 6
     for step in prof[:3]:
-        assert set(step.profiles) == {(10, 0, 0, 10), (0, 10, 10, 0)}
+        assert set(step.profiles) == {(10, 0, 0, 0, 10, 10), (0, 10, 10, 10, 0, 0)}
     for step in prof[3:]:
-        assert set(step.profiles) == {(10, 0, 0, 0), (0, 0, 10, 0)}
+        assert set(step.profiles) == {(10, 0, 0, 0, 10, 0), (0, 10, 0, 10, 0, 0)}
 
 
 # -- validate catches broken plans -------------------------------------------------------------------
