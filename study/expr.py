@@ -1,0 +1,155 @@
+"""A small, sandboxed expression language for derived values and exclusions (no Python `eval`).
+
+Expressions are parsed with `ast` and walked by an evaluator that knows only numbers, strings,
+booleans, names of other values, `+ - * / // % **`, comparisons, `and`/`or`/`not`, `x if c else y`,
+`in` over a literal list, and the functions below. Anything else is refused when the expression is
+parsed, so a typo fails at `study validate`, not on a compute node.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["ExprError", "Expression", "compile_expr"]
+
+_MAX_POWER_EXPONENT = 256
+_MAX_REPEAT = 4096
+
+_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+}
+_CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
+    "ceil": math.ceil, "floor": math.floor, "log2": math.log2, "sqrt": math.sqrt,
+}
+_CONSTANTS = {"true": True, "false": False, "null": None}
+
+
+class ExprError(ValueError):
+    """An expression that cannot be parsed, names an unknown value, or fails to evaluate."""
+
+
+class Expression:
+    """A parsed expression: `names` are the values it reads; call `evaluate(values)`."""
+
+    def __init__(self, source: str, tree: ast.Expression, names: frozenset[str]):
+        self.source, self._tree, self.names = source, tree, names
+
+    def evaluate(self, values: Mapping[str, Any]) -> Any:
+        try:
+            return _eval(self._tree.body, values)
+        except ExprError:
+            raise
+        except (ArithmeticError, TypeError, ValueError) as exc:
+            raise ExprError(f"`{self.source}` failed: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+
+def compile_expr(source: str) -> Expression:
+    """Parse and check an expression once; raise ExprError naming what is not allowed."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExprError("expected a non-empty expression")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"cannot parse `{source}`: {exc.msg}") from None
+    names: set[str] = set()
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    for node in ast.walk(tree):
+        _check_node(node, source, names, called)
+    return Expression(source.strip(), tree, frozenset(names - set(_CONSTANTS)))
+
+
+_ALLOWED_NODES = (
+    ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Name, ast.Load,
+    ast.Constant, ast.Call, ast.List, ast.Tuple, ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd,
+    *_BINOPS, *_CMPOPS,
+)
+
+
+def _check_node(node: ast.AST, source: str, names: set[str], called: set[int]) -> None:
+    if not isinstance(node, _ALLOWED_NODES):
+        raise ExprError(f"`{source}`: {type(node).__name__} is not allowed in an expression "
+                        f"(allowed: arithmetic, comparisons, and/or/not, `a if c else b`, "
+                        f"{', '.join(sorted(_FUNCTIONS))})")
+    if isinstance(node, ast.Call):
+        if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords:
+            called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+            raise ExprError(f"`{source}`: unknown function `{called}` "
+                            f"(known: {', '.join(sorted(_FUNCTIONS))})")
+    elif isinstance(node, ast.Name) and id(node) not in called:
+        names.add(node.id)
+    elif isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str | bool | None):
+        raise ExprError(f"`{source}`: constant {node.value!r} is not allowed")
+
+
+def _repeats_too_much(left: Any, right: Any) -> bool:
+    for seq, count in ((left, right), (right, left)):
+        if isinstance(seq, str | list) and isinstance(count, int) and count > _MAX_REPEAT:
+            return True
+    return False
+
+
+def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        if node.id in values:
+            return values[node.id]
+        if node.id in _CONSTANTS:
+            return _CONSTANTS[node.id]
+        raise ExprError(f"unknown name `{node.id}` (known: {', '.join(sorted(values))})")
+    if isinstance(node, ast.BinOp):
+        left, right = _eval(node.left, values), _eval(node.right, values)
+        if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > _MAX_POWER_EXPONENT:
+            raise ExprError(f"exponent {right} is larger than {_MAX_POWER_EXPONENT}")
+        if isinstance(node.op, ast.Mult) and _repeats_too_much(left, right):
+            raise ExprError(f"repeating a string or list more than {_MAX_REPEAT} times is not allowed")
+        return _BINOPS[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp):
+        operand = _eval(node.operand, values)
+        if isinstance(node.op, ast.Not):
+            return not operand
+        return -operand if isinstance(node.op, ast.USub) else +operand
+    if isinstance(node, ast.BoolOp):
+        if isinstance(node.op, ast.And):
+            result: Any = True
+            for value in node.values:
+                result = _eval(value, values)
+                if not result:
+                    return result
+            return result
+        result = False
+        for value in node.values:
+            result = _eval(value, values)
+            if result:
+                return result
+        return result
+    if isinstance(node, ast.Compare):
+        left = _eval(node.left, values)
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            right = _eval(comparator, values)
+            if not _CMPOPS[type(op)](left, right):
+                return False
+            left = right
+        return True
+    if isinstance(node, ast.IfExp):
+        return _eval(node.body, values) if _eval(node.test, values) else _eval(node.orelse, values)
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_eval(element, values) for element in node.elts]
+    if isinstance(node, ast.Call):
+        assert isinstance(node.func, ast.Name)
+        return _FUNCTIONS[node.func.id](*[_eval(arg, values) for arg in node.args])
+    raise ExprError(f"{type(node).__name__} is not allowed in an expression")

@@ -1,0 +1,438 @@
+"""Rendering a workspace: plan.json, plan.csv, the resolved experiment, one spec.json per run and the
+batch scripts, from Jinja2 templates in jobs/templates/.
+
+Shell safety rests on one rule: every value that reaches a script goes through `shell_quote`
+(shlex.quote). The Jinja2 environment applies it to every `{{ ... }}` by itself (its `finalize`), so a
+template cannot forget it; text already made safe (a rendered command line) is marked `Shell`.
+Values put into scheduler directives (`#SBATCH`, `#PBS`) are checked by `directive` instead, which
+refuses anything that could end the directive line or split its value (newlines, spaces, quotes).
+
+`plan.json` (schema `study.plan/1`) is the contract with study.submit and study.collect, documented in
+docs/internals.md. Writing is atomic per file (temporary file + rename), plan.json last, and nothing
+is written before every run and script has rendered, so a bad input leaves the workspace untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from study.config import Experiment, load_experiment
+from study.errors import InputError, StudyError
+from study.sweep import Run, expand
+from study.systems import System, load_system, resolve_account
+from study.units import format_walltime
+
+PLAN_SCHEMA = "study.plan/1"
+SPEC_SCHEMA = "study.spec/1"
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "templates"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_DIRECTIVE_BAD = re.compile(r"[\x00-\x20\x7f\"'\\]")
+
+
+class Shell(str):
+    """Text that is already safe shell (quoted values joined by the templates); never quoted again."""
+
+
+def shell_quote(value: Any) -> Shell:
+    """The one quoting filter: numbers as they are, everything else through shlex.quote."""
+    if isinstance(value, Shell):
+        return value
+    if isinstance(value, bool):
+        return Shell("true" if value else "false")
+    if isinstance(value, int | float):
+        return Shell(repr(value))
+    if value is None:
+        raise StudyError("a template rendered an empty (null) value; check the system and experiment files")
+    return Shell(shlex.quote(str(value)))
+
+
+def directive(value: Any, option: str = "directive") -> Shell:
+    """A value for a `#SBATCH` / `#PBS` line; refused if a newline, space or quote could break the line."""
+    text = str(value)
+    if not text or _DIRECTIVE_BAD.search(text):
+        raise InputError(f"refusing to write {text!r} into the scheduler directive {option}: "
+                         "newlines, spaces, quotes and backslashes would break the directive line",
+                         key=option)
+    return Shell(text)
+
+
+def env_name(value: Any) -> Shell:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+        raise InputError(f"{value!r} is not an environment variable name", key="env")
+    return Shell(str(value))
+
+
+def _finalize(value: Any) -> Any:
+    return shell_quote(value)
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def template_environment() -> jinja2.Environment:
+    """The Jinja2 environment for jobs/templates: StrictUndefined, auto-quoting, deterministic output."""
+    global _ENV
+    if _ENV is None:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
+            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+            finalize=_finalize)
+        env.filters.update(q=shell_quote, directive=directive, envname=env_name)
+        _ENV = env
+    return _ENV
+
+
+# ---------------------------------------------------------------------------------------------------
+# The plan: a dataclass mirror of plan.json.
+
+@dataclass
+class PlanRun:
+    run_id: str
+    repeat: int
+    params: dict[str, Any]
+    nodes: int
+    gpus_per_node: int
+    world_size: int
+    walltime_s: int
+    command: str
+    job: str
+
+
+@dataclass
+class Job:
+    name: str
+    script: str  # relative to the workspace
+    runs: list[str]
+    nodes: int
+    walltime_s: int
+
+
+@dataclass
+class Plan:
+    experiment: str
+    system: str
+    scheduler: str
+    workspace: str
+    runs: list[PlanRun] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    previous_runs: list[PlanRun] = field(default_factory=list)
+    schema: str = PLAN_SCHEMA
+
+    @property
+    def node_hours(self) -> float:
+        """Node-hours the jobs ask for (nodes x walltime, summed), what an allocation is charged."""
+        return sum(job.nodes * job.walltime_s for job in self.jobs) / 3600.0
+
+    def run(self, run_id: str) -> PlanRun:
+        for run in self.runs:
+            if run.run_id == run_id:
+                return run
+        raise KeyError(run_id)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"schema": self.schema, "experiment": self.experiment, "system": self.system,
+                "scheduler": self.scheduler, "workspace": self.workspace,
+                "runs": [asdict(r) for r in self.runs], "jobs": [asdict(j) for j in self.jobs]}
+        if self.previous_runs:
+            data["previous_runs"] = [asdict(r) for r in self.previous_runs]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        if data.get("schema") != PLAN_SCHEMA:
+            raise InputError(f"expected schema {PLAN_SCHEMA}, got {data.get('schema')!r}", key="schema")
+        return cls(experiment=data["experiment"], system=data["system"], scheduler=data["scheduler"],
+                   workspace=data["workspace"], runs=[PlanRun(**r) for r in data["runs"]],
+                   jobs=[Job(**j) for j in data["jobs"]],
+                   previous_runs=[PlanRun(**r) for r in data.get("previous_runs", [])])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering.
+
+@dataclass
+class _Context:
+    experiment: Experiment
+    system: System
+    workspace: Path
+    account: str | None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        merged = self.system.scheduler_options.model_dump()
+        merged.update({k: v for k, v in self.experiment.resources.scheduler.model_dump().items() if v is not None})
+        return merged
+
+    @property
+    def python(self) -> str:
+        return self.system.python or sys.executable
+
+
+def default_workspace(experiment: Experiment) -> Path:
+    return Path("workspaces") / experiment.name
+
+
+def render_command(run: Run, ctx: _Context) -> Shell:
+    """The launcher line of one run: launcher snippet around the kind's payload command."""
+    env = template_environment()
+    p = dict(run.params)
+    common = {"p": p, "device": "cuda" if ctx.system.has_gpus else "cpu"}
+    payload = Shell(env.get_template(f"commands/{ctx.experiment.kind}.j2").render(common).strip())
+    values = {"run": {"nodes": run.nodes, "world_size": run.world_size, "ranks_per_node": run.gpus_per_node},
+              "options": ctx.options, "launcher_options": ctx.system.launcher_options,
+              "python": ctx.python, "payload": payload, "scheduler": ctx.system.scheduler}
+    text = env.get_template(f"launchers/{ctx.system.launcher}.j2").render(values).strip()
+    if "\n" in text:
+        raise StudyError(f"launcher template {ctx.system.launcher}.j2 rendered more than one line")
+    return Shell(text)
+
+
+def _job_name(experiment: str, run_ids: list[str], tag: str | None = None) -> str:
+    digest = hashlib.sha256(",".join(run_ids).encode()).hexdigest()[:6]
+    return f"{experiment}-{tag}-{digest}" if tag else f"{experiment}-{digest}"
+
+
+def _group_jobs(runs: list[Run], runs_per_job: int) -> list[list[Run]]:
+    """Runs with equal nodes and ranks per node, in sweep order, packed `runs_per_job` to a job."""
+    groups: dict[tuple[int, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.nodes, run.gpus_per_node), []).append(run)
+    return [members[i:i + runs_per_job] for members in groups.values() for i in range(0, len(members), runs_per_job)]
+
+
+def _render_script(ctx: _Context, name: str, runs: list[PlanRun]) -> str:
+    workspace = str(ctx.workspace)
+    job = {"name": name, "nodes": runs[0].nodes, "ranks_per_node": runs[0].gpus_per_node,
+           "walltime": format_walltime(sum(r.walltime_s for r in runs)),
+           "comment": "study:" + ",".join(r.run_id for r in runs),
+           "output": f"{workspace}/jobs/{name}" + (".%j.out" if ctx.system.scheduler == "slurm" else ".out"),
+           "runs": [{"run_id": r.run_id, "repeat": r.repeat, "command": Shell(r.command),
+                     "params_json": json.dumps(r.params, sort_keys=True, separators=(",", ":"))} for r in runs]}
+    env_items = sorted({**{k: _env_text(v) for k, v in ctx.system.env.items()},
+                        **{k: _env_text(v) for k, v in ctx.experiment.env.items()}}.items())
+    values = {"job": job, "system": ctx.system, "options": ctx.options, "account": ctx.account,
+              "experiment": ctx.experiment.name, "workspace": workspace, "modules": ctx.system.modules,
+              "env": env_items, "pythonpath": str(REPO_ROOT)}
+    return template_environment().get_template(f"{ctx.system.scheduler}.sh.j2").render(values)
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _check_account(system: System, account: str | None) -> str | None:
+    account = resolve_account(system, account)
+    if system.requires_account and not account:
+        raise InputError(f"system {system.name} needs an account: pass --account, set STUDY_ACCOUNT, or add "
+                         f"`accounts: {{{system.name}: YOUR_ACCOUNT}}` to ~/.config/study/config.yaml",
+                         key="account")
+    return account
+
+
+def build_plan(experiment: Experiment, system: System, workspace: Path,
+               account: str | None) -> tuple[Plan, dict[str, str]]:
+    """The plan and every script's text, in memory; raises before anything is written."""
+    ctx = _Context(experiment, system, workspace, account)
+    runs = expand(experiment, system)
+    plan = Plan(experiment=experiment.name, system=system.name, scheduler=system.scheduler,
+                workspace=str(workspace))
+    by_id: dict[str, PlanRun] = {}
+    for run in runs:
+        planned = PlanRun(run.run_id, run.repeat, run.params, run.nodes, run.gpus_per_node, run.world_size,
+                          run.walltime_s, str(render_command(run, ctx)), job="")
+        by_id[run.run_id] = planned
+        plan.runs.append(planned)
+    scripts: dict[str, str] = {}
+    for members in _group_jobs(runs, experiment.resources.runs_per_job):
+        ids = [r.run_id for r in members]
+        name = _job_name(experiment.name, ids)
+        for run_id in ids:
+            by_id[run_id].job = name
+        job = Job(name, f"jobs/{name}.sh", ids, members[0].nodes, sum(r.walltime_s for r in members))
+        plan.jobs.append(job)
+        scripts[job.script] = _render_script(ctx, name, [by_id[i] for i in ids])
+    return plan, scripts
+
+
+def render_workspace(experiment_path: str | Path, system: str | Path | None = None,
+                     workspace: str | Path | None = None, account: str | None = None,
+                     dry_run: bool = False) -> Plan:
+    """Render `experiment_path` for `system` (default: the experiment's) into `workspace`.
+
+    Writes experiment.yaml (resolved copy), system.yaml, plan.csv, plan.json, jobs/*.sh and
+    runs/<run_id>/spec.json; with `dry_run` writes nothing and returns the same Plan. Existing runs/
+    folders are never touched; runs of an earlier plan that the experiment no longer has are kept in
+    plan.json under `previous_runs`.
+    """
+    experiment = load_experiment(experiment_path)
+    system_obj = load_system(system or experiment.system)
+    ws = Path(workspace) if workspace else default_workspace(experiment)
+    ws = ws.absolute()
+    account_value = _check_account(system_obj, account)
+    plan, scripts = build_plan(experiment, system_obj, ws, account_value)
+    old = _read_plan(ws)
+    if old is not None:
+        if old.experiment != plan.experiment:
+            raise InputError(f"workspace {ws} holds experiment {old.experiment!r}, not {plan.experiment!r}",
+                             hint="choose another --workspace")
+        current = {r.run_id for r in plan.runs}
+        kept = {r.run_id: r for r in old.previous_runs}
+        kept.update({r.run_id: r for r in old.runs})
+        plan.previous_runs = [r for rid, r in sorted(kept.items()) if rid not in current]
+    if dry_run:
+        return plan
+    resolved = experiment.model_dump(mode="json")
+    resolved["system"] = system_obj.name
+    files: dict[str, str] = dict(scripts)
+    for run in plan.runs:
+        files[f"runs/{run.run_id}/spec.json"] = _json_text(_spec(run, plan))
+    files["experiment.yaml"] = yaml.safe_dump(resolved, sort_keys=False)
+    files["system.yaml"] = yaml.safe_dump(system_obj.model_dump(mode="json"), sort_keys=False)
+    files["plan.csv"] = plan_csv(plan)
+    _write_files(ws, files)
+    _write_plan(ws, plan)
+    return plan
+
+
+def render_jobs(workspace: str | Path, run_ids: list[str], tag: str,
+                account: str | None = None) -> list[Job]:
+    """New job scripts for `run_ids` of an existing workspace (e.g. `rerun --failed`), added to plan.json.
+
+    Names are `<experiment>-<tag>-<hash>` and never reuse an existing script's name. The workspace's
+    experiment.yaml and system.yaml are used, so a re-render of the experiment is not needed.
+    """
+    ws = Path(workspace).absolute()
+    plan = load_plan(ws)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,23}", tag):
+        raise InputError(f"tag {tag!r} must be lower-case letters, digits and '-'", key="tag")
+    experiment = load_experiment(ws / "experiment.yaml")
+    system = load_system(ws / "system.yaml")
+    ctx = _Context(experiment, system, ws, _check_account(system, account))
+    unknown = [r for r in run_ids if r not in {p.run_id for p in plan.runs}]
+    if unknown:
+        raise InputError(f"run ids not in {ws / 'plan.json'}: {', '.join(unknown)}", key="run_ids")
+    by_id = {r.run_id: r for r in plan.runs}
+    ordered = [by_id[r] for r in dict.fromkeys(run_ids)]
+    groups: dict[tuple[int, int], list[PlanRun]] = {}
+    for run in ordered:
+        groups.setdefault((run.nodes, run.gpus_per_node), []).append(run)
+    per_job = experiment.resources.runs_per_job
+    taken = {j.name for j in plan.jobs} | {p.stem for p in (ws / "jobs").glob("*.sh")}
+    jobs: list[Job] = []
+    files: dict[str, str] = {}
+    for members in groups.values():
+        for i in range(0, len(members), per_job):
+            chunk = members[i:i + per_job]
+            ids = [r.run_id for r in chunk]
+            name, n = _job_name(experiment.name, ids, tag), 2
+            while name in taken:
+                name, n = f"{_job_name(experiment.name, ids, tag)}-{n}", n + 1
+            taken.add(name)
+            job = Job(name, f"jobs/{name}.sh", ids, chunk[0].nodes, sum(r.walltime_s for r in chunk))
+            files[job.script] = _render_script(ctx, name, chunk)
+            jobs.append(job)
+    _write_files(ws, files)
+    plan.jobs.extend(jobs)
+    _write_plan(ws, plan)
+    return jobs
+
+
+def load_plan(workspace: str | Path) -> Plan:
+    """The Plan of a rendered workspace; InputError if there is none or it does not parse."""
+    plan = _read_plan(Path(workspace).absolute())
+    if plan is None:
+        raise InputError(f"no plan.json in {workspace}", hint="run `study render` first")
+    return plan
+
+
+def _read_plan(ws: Path) -> Plan | None:
+    path = ws / "plan.json"
+    if not path.exists():
+        return None
+    try:
+        return Plan.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read plan: {exc}", file=str(path)) from None
+
+
+def _spec(run: PlanRun, plan: Plan) -> dict[str, Any]:
+    return {"schema": SPEC_SCHEMA, "experiment": plan.experiment, "system": plan.system, **asdict(run)}
+
+
+def plan_csv(plan: Plan) -> str:
+    """One row per run: identity and topology first, then every parameter (lists joined by ',')."""
+    fixed = ["run_id", "repeat", "job", "nodes", "gpus_per_node", "world_size", "walltime_s"]
+    names = sorted({k for r in plan.runs for k in r.params} - set(fixed))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(fixed + names)
+    for r in plan.runs:
+        writer.writerow([r.run_id, r.repeat, r.job, r.nodes, r.gpus_per_node, r.world_size, r.walltime_s]
+                        + [_cell(r.params.get(n)) for n in names])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
+
+
+def _write_plan(ws: Path, plan: Plan) -> None:
+    _atomic_write(ws / "plan.json", _json_text(plan.to_json()), sync=True)
+
+
+def _write_files(ws: Path, files: dict[str, str]) -> None:
+    made: set[Path] = set()
+    for rel, text in files.items():
+        path = ws / rel
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        _atomic_write(path, text, mode=0o755 if rel.endswith(".sh") else None)
+
+
+def _atomic_write(path: Path, text: str, mode: int | None = None, sync: bool = False) -> None:
+    """Temp file in the same folder + rename; an unchanged file is left alone (same bytes, same mtime)."""
+    data = text.encode()
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode if mode is not None else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,155 @@
+"""Sweep expansion: an experiment and a system become the list of runs, each with a stable id.
+
+Axes (each swept key, each `zip` group, and `resources.nodes` / `resources.gpus_per_node` when they are
+lists) combine as a cross product in the order they are written; fixed values are added; derived
+values are computed in dependency order; exclusions drop runs; every run is repeated `repeats` times.
+A run id is a hash of the experiment name, the run's resolved parameters and the repeat index, so it
+does not depend on the order keys were written in, and a second render finds the same runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from study.config import Experiment, checker_for
+from study.errors import InputError
+from study.expr import ExprError
+from study.systems import System
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the sweep: `params` holds every resolved value, including nodes, gpus_per_node, world_size."""
+
+    run_id: str
+    repeat: int
+    params: dict[str, Any] = field(hash=False)
+    nodes: int
+    gpus_per_node: int
+    world_size: int
+    walltime_s: int
+
+
+def run_id_for(experiment_name: str, params: dict[str, Any], repeat: int) -> str:
+    """12 hex digits of SHA-256 over canonical JSON (sorted keys), so key order never changes an id."""
+    text = json.dumps({"experiment": experiment_name, "params": params, "repeat": repeat},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def expand(experiment: Experiment, system: System) -> list[Run]:
+    """Every run of `experiment` on `system`, in sweep order, repeats of a point next to each other.
+
+    Raises InputError (naming the file, line and key) for a derived value that fails, resources the
+    system cannot give, cross-field contradictions, duplicate runs and an empty sweep.
+    """
+    compiled = experiment.compiled
+    pos = experiment.positions
+    kind = experiment.kind
+    runs: list[Run] = []
+    seen: dict[str, dict[str, Any]] = {}
+    walltime_s = experiment.resources.walltime
+    excluded = 0
+
+    for combo in itertools.product(*[axis.values for axis in compiled.axes]):
+        values: dict[str, Any] = dict(compiled.fixed)
+        for axis, point in zip(compiled.axes, combo, strict=True):
+            values.update(zip(axis.names, point, strict=True))
+        values.setdefault("nodes", 1)
+        values.setdefault("gpus_per_node", system.gpus_per_node)
+        capacity = values["nodes"] * values["gpus_per_node"]
+        values["world_size"] = capacity
+        for name, expression in compiled.derived:
+            try:
+                result = expression.evaluate(values)
+            except ExprError as exc:
+                raise pos.error(("derived", name), f"{exc} (with {_describe(values)})") from None
+            checker = checker_for(kind, name)
+            if checker is not None:
+                try:
+                    result = checker(result)
+                except ValueError as exc:
+                    raise pos.error(("derived", name), f"`{expression.source}` gave {result!r}: {exc} "
+                                                       f"(with {_describe(values)})") from None
+            values[name] = result
+        if values["world_size"] != capacity:
+            raise pos.error(compiled.sources.get("world_size", ("derived",)),
+                            f"world_size {values['world_size']} differs from nodes x gpus_per_node = {capacity}")
+        _apply_kind_defaults(kind, values, experiment)
+        if _excluded(values, compiled.exclusions, pos):
+            excluded += 1
+            continue
+        _check_resources(values, system, experiment)
+        params = {key: values[key] for key in sorted(values)}
+        for repeat in range(experiment.repeats):
+            run_id = run_id_for(experiment.name, params, repeat)
+            if run_id in seen:
+                raise InputError(f"duplicate runs: two points of the sweep resolve to the same parameters "
+                                 f"({_describe(params)}); remove the repeated value",
+                                 file=experiment.path, key="sweep")
+            seen[run_id] = params
+            runs.append(Run(run_id, repeat, params, params["nodes"], params["gpus_per_node"],
+                            params["world_size"], walltime_s))
+    if not runs:
+        reason = f"all {excluded} points are excluded" if excluded else "no points"
+        raise InputError(f"the sweep is empty: {reason}", file=experiment.path, key="exclude" if excluded else "sweep")
+    return runs
+
+
+def _apply_kind_defaults(kind: str, values: dict[str, Any], experiment: Experiment) -> None:
+    pos = experiment.positions
+    sources = experiment.compiled.sources
+    if kind == "inference":
+        pp = values.setdefault("pp", 1)
+        if "tp" not in values:
+            if values["world_size"] % pp:
+                raise pos.error(sources.get("pp", ("kind",)),
+                                f"world_size {values['world_size']} is not a multiple of pp {pp}")
+            values["tp"] = values["world_size"] // pp
+        if values["tp"] * pp != values["world_size"]:
+            raise pos.error(sources.get("tp", ("kind",)),
+                            f"tp x pp = {values['tp']} x {pp} = {values['tp'] * pp} must equal world_size "
+                            f"{values['world_size']} (nodes {values['nodes']} x gpus_per_node {values['gpus_per_node']})")
+        micro = values.get("micro_batches")
+        if micro is not None and micro > values["batch_size"]:
+            raise pos.error(sources.get("micro_batches", ("kind",)),
+                            f"micro_batches {micro} exceeds batch_size {values['batch_size']}")
+    virtual = values.get("virtual_gpus_per_node")
+    if virtual is not None and values["world_size"] % virtual:
+        raise pos.error(sources.get("virtual_gpus_per_node", ("kind",)),
+                        f"world_size {values['world_size']} is not a multiple of virtual_gpus_per_node {virtual}")
+
+
+def _excluded(values: dict[str, Any], exclusions: tuple, pos: Any) -> bool:
+    for exclusion in exclusions:
+        if exclusion.match is not None:
+            if all(values.get(name) == value for name, value in exclusion.match.items()):
+                return True
+        else:
+            try:
+                if exclusion.expression.evaluate(values):
+                    return True
+            except ExprError as exc:
+                raise pos.error(exclusion.path, f"{exc} (with {_describe(values)})") from None
+    return False
+
+
+def _check_resources(values: dict[str, Any], system: System, experiment: Experiment) -> None:
+    sources = experiment.compiled.sources
+    pos = experiment.positions
+    if system.has_gpus and values["gpus_per_node"] > system.gpus_per_node:
+        raise pos.error(sources.get("gpus_per_node", ("resources",)),
+                        f"{values['gpus_per_node']} GPUs per node asked, but {system.name} has "
+                        f"{system.gpus_per_node} per node")
+    if system.max_nodes is not None and values["nodes"] > system.max_nodes:
+        raise pos.error(sources.get("nodes", ("resources",)),
+                        f"{values['nodes']} nodes asked, but {system.name} offers at most {system.max_nodes}")
+
+
+def _describe(values: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(values.items()) if not isinstance(v, dict | list))
+    return shown if len(shown) < 200 else shown[:197] + "..."

@@ -1,0 +1,120 @@
+"""YAML loading that remembers where every key and value was written, so errors can name `file:line:col`.
+
+`load_yaml` returns plain Python data plus a `Positions` map from key paths (tuples of keys and list
+indices) to 1-based (line, column). Duplicate keys, which PyYAML silently lets the last one win, are
+refused: in a sweep file they are almost always a mistake.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.errors import InputError
+
+try:
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class Positions:
+    """Where each key (and its value) sits in the file; paths are tuples such as ("sweep", "tp", 1)."""
+
+    file: str
+    keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Sequence[str | int], *, at_value: bool = False) -> tuple[int | None, int | None]:
+        """The closest known position for `path`: itself, else its nearest written ancestor."""
+        table = self.values if at_value else self.keys
+        path = tuple(path)
+        while path:
+            if path in table:
+                return table[path]
+            if path in self.keys:
+                return self.keys[path]
+            path = path[:-1]
+        return self.values.get((), (1, 1))
+
+    def error(self, path: Sequence[str | int], message: str, *, at_value: bool = True,
+              hint: str | None = None) -> InputError:
+        """An InputError naming file:line:col and the dotted key path."""
+        line, col = self.locate(path, at_value=at_value)
+        return InputError(message, file=self.file, line=line, col=col, key=dotted(path) or None, hint=hint)
+
+
+def dotted(path: Iterable[str | int]) -> str:
+    """`("sweep", "tp", 1)` -> `sweep.tp[1]`: the spelling errors use for key paths."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """`did you mean `nodes`?` for a misspelt key, or None when nothing is close."""
+    matches = difflib.get_close_matches(str(word), sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else None
+
+
+def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions]:
+    """Parse one YAML document; raise InputError with the position of any syntax error or duplicate key."""
+    file = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError("no such file", file=file) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read: {exc}", file=file) from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        positions = Positions(file)
+        if node is None:
+            return None, positions
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise InputError(f"invalid YAML: {exc.problem or exc.context}", file=file, line=line, col=col) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"invalid YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+    _walk(node, (), positions, loader)
+    return data, positions
+
+
+def _walk(node: yaml.Node, path: Path_, positions: Positions, loader: Any) -> None:
+    positions.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise InputError("keys must be plain scalars", file=positions.file,
+                                 line=key_node.start_mark.line + 1, col=key_node.start_mark.column + 1,
+                                 key=dotted(path) or None)
+            key = loader.construct_object(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+            if key in seen:
+                first = seen[key].start_mark.line + 1
+                raise InputError(f"duplicate key `{key}` (first written on line {first})", file=positions.file,
+                                 line=key_node.start_mark.line + 1, col=key_node.start_mark.column + 1,
+                                 key=dotted((*path, key)))
+            seen[key] = key_node
+            child = (*path, key)
+            positions.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _walk(value_node, child, positions, loader)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            positions.keys[(*path, index)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+            _walk(item, (*path, index), positions, loader)
