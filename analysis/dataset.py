@@ -1,0 +1,346 @@
+"""Load collected workspaces (docs/results.md) into pandas, check columns and units, summarise repeats.
+
+A workspace holds `dataset.parquet` (or `dataset.csv`) and `timers.parquet` (or `timers.csv`), both
+written by `study collect`. Several workspaces load into one table, each row tagged with its
+`workspace`, `system` and `interconnect`, so the same experiment on two machines can be compared.
+Every problem raises `study.errors.InputError` naming the file and the column.
+
+Repeats are summarised by the median (robust to the odd slow repeat on a shared machine), the
+interquartile range, and a distribution-free confidence interval **of the median** from order
+statistics (binomial), at 95% where the number of repeats allows it; `ci_level` says the level reached.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from study.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+IDENTITY_COLUMNS: tuple[str, ...] = ("experiment", "run_id", "repeat", "kind", "status")
+TOPOLOGY_COLUMNS: tuple[str, ...] = ("nodes", "gpus_per_node", "world_size")
+WHERE_COLUMNS: tuple[str, ...] = ("system", "interconnect")
+REQUIRED_COLUMNS: tuple[str, ...] = IDENTITY_COLUMNS + TOPOLOGY_COLUMNS + ("system",)
+TIMER_COLUMNS: tuple[str, ...] = (
+    "experiment", "run_id", "repeat", "path", "name", "type", "depth", "time_inc_ms", "time_ms", "calls",
+)
+TIMER_TYPES: frozenset[str] = frozenset({"region", "compute", "comm"})
+
+# Inference metrics and collective sample keys of docs/results.md, with the unit their name carries.
+METRIC_COLUMNS: tuple[str, ...] = (
+    "ttft_ms", "tbt_ms", "tbt_p50_ms", "tbt_p99_ms", "e2e_ms", "tokens_per_s", "prefill_ms", "decode_ms",
+    "weights_gb",
+)
+SAMPLE_NUMERIC: tuple[str, ...] = (
+    "size_bytes", "count", "latency_us", "latency_us_min", "latency_us_max", "algbw_GBps", "busbw_GBps",
+    "wrong", "iterations", "warmup",
+)
+# A numeric column must say its unit in its name; these unit suffixes are the ones the contract uses.
+UNIT_SUFFIXES: tuple[str, ...] = ("_ms", "_us", "_s", "_bytes", "_GBps", "_gb", "_per_s")
+# Names that are times or sizes but carry no unit: a sign that a writer broke the contract.
+_UNITLESS_TIMES: frozenset[str] = frozenset(
+    {"latency", "ttft", "tbt", "e2e", "time", "duration", "size", "prefill", "decode", "bandwidth", "busbw"}
+)
+# The order-statistic CI of the median aims at this level.
+CI_TARGET = 0.95
+
+
+@dataclass
+class Dataset:
+    """The rows of one or more workspaces: samples / runs, timer nodes, and where they came from."""
+
+    runs: pd.DataFrame
+    timers: pd.DataFrame
+    workspaces: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        """Rows of successful runs only: failed runs carry no usable numbers."""
+        return self.runs[self.runs["status"] == "ok"]
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] != "ok"]
+
+    def kind(self, kind: str) -> pd.DataFrame:
+        ok = self.ok
+        return ok[ok["kind"] == kind]
+
+
+def _read_table(folder: Path, stem: str, *, required: bool) -> tuple[pd.DataFrame | None, Path]:
+    import pandas as pd
+
+    parquet, csv = folder / f"{stem}.parquet", folder / f"{stem}.csv"
+    if parquet.is_file():
+        try:
+            return pd.read_parquet(parquet), parquet
+        except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+            raise InputError(f"cannot read parquet: {exc}", file=str(parquet)) from exc
+    if csv.is_file():
+        try:
+            return pd.read_csv(csv, low_memory=False), csv
+        except Exception as exc:
+            raise InputError(f"cannot read CSV: {exc}", file=str(csv)) from exc
+    if required:
+        raise InputError(
+            f"no {stem}.parquet or {stem}.csv", file=str(folder),
+            hint="run `study collect` on the workspace first",
+        )
+    return None, parquet
+
+
+def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check the dataset's columns and units; return it with numeric columns as numbers.
+
+    Raises InputError naming `source` and the offending column.
+    """
+    import pandas as pd
+
+    for col in REQUIRED_COLUMNS:
+        if col not in df.columns:
+            raise InputError("required column missing (docs/results.md lists the dataset columns)",
+                             file=source, key=col)
+    for col in df.columns:
+        if str(col).lower() in _UNITLESS_TIMES:
+            raise InputError("a time, size or bandwidth column must name its unit (e.g. latency_us, "
+                             "size_bytes)", file=source, key=str(col))
+    df = df.copy()
+    bad_status = set(df["status"].dropna().unique()) - {"ok", "failed"}
+    if bad_status:
+        raise InputError(f"expected ok or failed, found {sorted(map(str, bad_status))}", file=source,
+                         key="status")
+    numeric = [c for c in df.columns
+               if c in TOPOLOGY_COLUMNS or c in METRIC_COLUMNS or c in SAMPLE_NUMERIC
+               or c in ("repeat", "attempt", "tp", "pp") or str(c).endswith(UNIT_SUFFIXES)]
+    ok = df["status"] == "ok"
+    for col in numeric:
+        values = pd.to_numeric(df[col], errors="coerce")
+        broken = values.isna() & df[col].notna()
+        if broken.any():
+            first = df.loc[broken, col].iloc[0]
+            raise InputError(f"expected numbers, found {first!r} (row {int(broken.idxmax())})",
+                             file=source, key=str(col))
+        negative = ok & (values < 0)
+        if negative.any():
+            raise InputError(f"negative value {values[negative].iloc[0]!r} (row {int(negative.idxmax())})",
+                             file=source, key=str(col))
+        df[col] = values
+    for col in ("nodes", "gpus_per_node", "world_size"):
+        zero = ok & (df[col] <= 0)
+        if zero.any():
+            raise InputError(f"must be positive, found {df.loc[zero, col].iloc[0]!r}", file=source, key=col)
+    both = ok & df["nodes"].notna() & df["gpus_per_node"].notna() & df["world_size"].notna()
+    wrong = both & (df["nodes"] * df["gpus_per_node"] != df["world_size"])
+    if wrong.any():
+        row = df[wrong].iloc[0]
+        raise InputError(f"world_size {row['world_size']:g} is not nodes × gpus_per_node "
+                         f"({row['nodes']:g} × {row['gpus_per_node']:g})", file=source, key="world_size")
+    if "size_bytes" in df.columns:
+        sizes = df.loc[ok & df["size_bytes"].notna(), "size_bytes"]
+        if ((sizes % 1) != 0).any():
+            raise InputError("must be whole bytes", file=source, key="size_bytes")
+    if "latency_us" in df.columns:
+        zero = ok & (df["latency_us"] == 0)
+        if zero.any():
+            raise InputError("a latency of 0 µs is not a measurement", file=source, key="latency_us")
+    for col in ("tp", "pp"):
+        if col in df.columns:
+            both = ok & df[col].notna()
+            if (df.loc[both, col] < 1).any():
+                raise InputError("must be at least 1", file=source, key=col)
+    return df
+
+
+def validate_timers(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Check the timers table (one row per timer node per run, times in ms)."""
+    import pandas as pd
+
+    for col in TIMER_COLUMNS:
+        if col not in df.columns:
+            raise InputError("required column missing (docs/results.md lists the timers columns)",
+                             file=source, key=col)
+    df = df.copy()
+    types = set(df["type"].dropna().astype(str).unique()) - TIMER_TYPES
+    if types:
+        raise InputError(f"expected region, compute or comm, found {sorted(types)}", file=source, key="type")
+    for col in ("time_inc_ms", "time_ms", "calls", "depth"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        if (values.isna() & df[col].notna()).any() or (values < 0).any():
+            raise InputError("expected non-negative numbers", file=source, key=col)
+        df[col] = values
+    return df
+
+
+def _system_tags(folder: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    if "interconnect" not in runs.columns:
+        runs["interconnect"] = "unknown"
+    runs["interconnect"] = runs["interconnect"].fillna("unknown")
+    runs["workspace"] = folder.name
+    return runs
+
+
+def load_workspace(path: str | os.PathLike[str]) -> Dataset:
+    """Read one workspace folder (or a dataset file directly) and validate it."""
+    import pandas as pd
+
+    target = Path(path)
+    if target.is_file():
+        folder = target.parent
+        import pandas as _pd
+
+        reader = _pd.read_parquet if target.suffix == ".parquet" else _pd.read_csv
+        try:
+            runs, runs_src = reader(target), target
+        except Exception as exc:
+            raise InputError(f"cannot read: {exc}", file=str(target)) from exc
+    elif target.is_dir():
+        folder = target
+        runs, runs_src = _read_table(folder, "dataset", required=True)
+    else:
+        raise InputError("no such workspace or dataset file", file=str(target))
+    runs = _system_tags(folder, validate_runs(runs, str(runs_src)))
+    timers, timers_src = _read_table(folder, "timers", required=False)
+    if timers is None:
+        timers = pd.DataFrame(columns=list(TIMER_COLUMNS))
+    else:
+        timers = validate_timers(timers, str(timers_src))
+    timers = timers.copy()
+    timers["workspace"] = folder.name
+    if "system" not in timers.columns or "interconnect" not in timers.columns:
+        where = runs.drop_duplicates("run_id").set_index("run_id")
+        for col in WHERE_COLUMNS:
+            if col not in timers.columns:
+                timers[col] = timers["run_id"].map(where[col])
+    return Dataset(runs=runs, timers=timers, workspaces=[folder])
+
+
+def load_workspaces(paths: Iterable[str | os.PathLike[str]]) -> Dataset:
+    """Several workspaces as one dataset; rows keep their `workspace`, `system` and `interconnect`."""
+    import pandas as pd
+
+    parts = [load_workspace(p) for p in paths]
+    if not parts:
+        raise InputError("no workspace given", key="WORKSPACE")
+    if len(parts) == 1:
+        return parts[0]
+    runs = pd.concat([p.runs for p in parts], ignore_index=True, sort=False)
+    timers = pd.concat([p.timers for p in parts], ignore_index=True, sort=False)
+    return Dataset(runs=runs, timers=timers, workspaces=[w for p in parts for w in p.workspaces])
+
+
+def from_frames(runs: pd.DataFrame, timers: pd.DataFrame | None = None, *, source: str = "<dataset>",
+                workspace: str = "memory") -> Dataset:
+    """A Dataset from DataFrames already in memory (validated the same way as files)."""
+    import pandas as pd
+
+    runs = validate_runs(runs, source)
+    if "interconnect" not in runs.columns:
+        runs["interconnect"] = "unknown"
+    runs["interconnect"] = runs["interconnect"].fillna("unknown")
+    runs["workspace"] = workspace
+    if timers is None:
+        timers = pd.DataFrame(columns=list(TIMER_COLUMNS))
+    timers = validate_timers(timers, source + " (timers)")
+    timers["workspace"] = workspace
+    where = runs.drop_duplicates("run_id").set_index("run_id")
+    for col in WHERE_COLUMNS:
+        if col not in timers.columns:
+            timers[col] = timers["run_id"].map(where[col]) if len(timers) else pd.Series(dtype=object)
+    return Dataset(runs=runs, timers=timers)
+
+
+# -- repeats -------------------------------------------------------------------------------------------
+
+def median_ci_ranks(n: int, level: float = CI_TARGET) -> tuple[int, int, float]:
+    """1-based order-statistic ranks (lo, hi) bounding the median, and the coverage they reach.
+
+    The interval [x_(k), x_(n-k+1)] covers the median with probability 1 - 2·P(Binom(n, ½) < k). We take
+    the largest k that still reaches `level`; with too few repeats for that (n < 6 at 95%) we return
+    the full range and its (lower) coverage.
+    """
+    if n <= 0:
+        return 0, 0, float("nan")
+    cdf, best = 0.0, None
+    for k in range(1, (n + 1) // 2 + 1):
+        cdf += math.comb(n, k - 1) * 0.5**n  # P(Binom(n, 1/2) < k)
+        coverage = 1.0 - 2.0 * cdf
+        if coverage < level:
+            break
+        best = (k, n - k + 1, coverage)
+    if best is None:
+        return 1, n, 1.0 - 2.0 * 0.5**n if n > 1 else 0.0
+    return best
+
+
+def summarize(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
+    """Summarise `values` over the rows sharing `keys` (the repeats): n, median, q1, q3, iqr, mean,
+    ci_lo / ci_hi of the median and ci_level. Vectorised: no Python per group."""
+    import numpy as np
+    import pandas as pd
+
+    keys = list(keys)
+    out: pd.DataFrame | None = None
+    for value in values:
+        sub = df[keys + [value]].dropna(subset=[value])
+        if sub.empty:
+            continue
+        g = sub.groupby(keys, dropna=False, sort=True)[value]
+        stats = pd.DataFrame({
+            f"{value}_n": g.size(),
+            f"{value}_median": g.median(),
+            f"{value}_q1": g.quantile(0.25),
+            f"{value}_q3": g.quantile(0.75),
+            f"{value}_mean": g.mean(),
+        })
+        stats[f"{value}_iqr"] = stats[f"{value}_q3"] - stats[f"{value}_q1"]
+        ordered = sub.sort_values(keys + [value], kind="mergesort")
+        rank = ordered.groupby(keys, dropna=False, sort=False).cumcount().to_numpy() + 1
+        n = ordered.groupby(keys, dropna=False, sort=False)[value].transform("size").to_numpy()
+        table = {m: median_ci_ranks(int(m)) for m in np.unique(n)}
+        lo_rank = np.array([table[m][0] for m in n])
+        hi_rank = np.array([table[m][1] for m in n])
+        idx = pd.MultiIndex.from_frame(ordered[keys]) if len(keys) > 1 else pd.Index(ordered[keys[0]])
+        vals = ordered[value].to_numpy()
+        lo = pd.Series(vals[rank == lo_rank], index=idx[rank == lo_rank])
+        hi = pd.Series(vals[rank == hi_rank], index=idx[rank == hi_rank])
+        stats[f"{value}_ci_lo"] = lo.reindex(stats.index).to_numpy()
+        stats[f"{value}_ci_hi"] = hi.reindex(stats.index).to_numpy()
+        levels = pd.Series({m: table[m][2] for m in table})
+        stats[f"{value}_ci_level"] = stats[f"{value}_n"].map(levels).to_numpy()
+        out = stats if out is None else out.join(stats, how="outer")
+    if out is None:
+        return pd.DataFrame(columns=keys)
+    return out.reset_index()
+
+
+def config_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
+    """The columns that name a configuration: parameters and topology, not identity, metrics or samples.
+
+    Repeats of one configuration share these and differ only in `repeat` / `run_id` / measurements.
+    """
+    skip = set(exclude) | {
+        "run_id", "repeat", "attempt", "status", "error", "git_sha", "start", "end", "scheduler_job_id",
+        "workspace", "hosts",
+    } | set(METRIC_COLUMNS) | set(SAMPLE_NUMERIC) - {"size_bytes"}
+    cols = []
+    for col in df.columns:
+        if col in skip or str(col).endswith(UNIT_SUFFIXES) and col != "size_bytes":
+            continue
+        cols.append(col)
+    return cols
+
+
+def value_or_none(value: Any) -> Any:
+    """A plain Python value for templates and JSON (NaN becomes None)."""
+    item = getattr(value, "item", None)
+    value = item() if callable(item) else value
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

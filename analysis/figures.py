@@ -1,0 +1,481 @@
+"""The study's figures: one function each, registered with what it needs (see analysis.registry).
+
+Every figure shows medians over repeats with the interquartile range as error bars or bands, uses
+log axes where the quantity spans decades (message sizes, latencies) and log2 GPU counts, and is
+written with the CSV of exactly the points it plots. Other modules register figures with the same
+decorator: `from analysis.figures import figure, Needs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from analysis.registry import FigureData, Needs, SkipFigure, figure
+from analysis.style import color_for, marker_for, save_figure
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+__all__ = ["figure", "Needs", "SkipFigure", "FigureData"]
+
+METRIC_LABELS = {"ttft_ms": "TTFT (ms)", "tbt_ms": "TBT (ms)", "e2e_ms": "E2E batch latency (ms)",
+                 "tokens_per_s": "throughput (tokens/s)", "latency_us": "latency (µs)"}
+
+
+def _slug(*parts: object) -> str:
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "" and p == p)
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-").lower()
+
+
+def _gpu_axis(ax: Axes, gpus) -> None:
+    import matplotlib.ticker as mticker
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(mticker.FixedLocator(sorted(set(int(g) for g in gpus))))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{int(v)}"))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+
+
+def _size_axis(ax: Axes, axis: str = "x") -> None:
+    import matplotlib.ticker as mticker
+
+    from analysis.speedup import human_bytes
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    target.set_major_formatter(mticker.FuncFormatter(lambda v, _: human_bytes(v).replace(" ", "\u2009")))
+
+
+def _pages(df: pd.DataFrame, keys: list[str]):
+    """Split rows into one figure per combination of the varying `keys` (model, system, ...)."""
+    varying = [k for k in keys if k in df.columns and df[k].nunique(dropna=True) > 1]
+    if not varying:
+        yield {}, df
+        return
+    for values, part in df.groupby(varying, dropna=False, sort=True):
+        values = values if isinstance(values, tuple) else (values,)
+        yield dict(zip(varying, values, strict=True)), part
+
+
+def _title(base: str, page: dict) -> str:
+    extra = ", ".join(f"{k}={v}" for k, v in page.items())
+    return f"{base} ({extra})" if extra else base
+
+
+# -- strong scaling -------------------------------------------------------------------------------------
+
+PAGE_KEYS = ["system", "model", "batch_size", "prompt_len", "decode_len", "experiment"]
+
+
+@figure("strong_scaling", Needs(kind="inference", columns=("world_size",), any_columns=("ttft_ms", "tbt_ms",
+                                                                                        "e2e_ms")))
+def strong_scaling(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """Strong scaling of TP, PP and hybrid: TTFT, TBT and E2E against GPU count (median, IQR)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from analysis.scaling import SCALING_METRICS
+    from analysis.scaling import strong_scaling as scaling
+
+    rows = data.rows("inference")
+    written = []
+    for page, part in _pages(rows, PAGE_KEYS):
+        metrics = [m for m in SCALING_METRICS if m in part.columns and part[m].notna().any()]
+        tables = {m: scaling(part, m) for m in metrics}
+        if not any(len(t) and t["world_size"].nunique() > 1 for t in tables.values()):
+            continue
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+        points = []
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            table = tables[metric]
+            label_keys = [k for k in ("series", "allreduce") if k in table.columns and table[k].notna().any()]
+            for i, (labels, s) in enumerate(table.groupby(label_keys, sort=True)):
+                labels = labels if isinstance(labels, tuple) else (labels,)
+                label = " ".join(str(v) for v in labels)
+                s = s.sort_values("world_size")
+                med = s[f"{metric}_median"]
+                err = [med - s[f"{metric}_q1"], s[f"{metric}_q3"] - med]
+                style = "--" if "nvrar" in labels else "-"
+                ax.errorbar(s["world_size"], med, yerr=err, label=label, marker=marker_for(i), linestyle=style,
+                            capsize=2, color=color_for(str(labels[0]), i))
+                points.append(s.assign(label=label))
+            _gpu_axis(ax, table["world_size"])
+            ax.set_yscale("log")
+            ax.set_xlabel("GPUs")
+            ax.set_ylabel(METRIC_LABELS[metric])
+        axes[0][0].legend(title="scheme / all-reduce")
+        fig.suptitle(_title("Strong scaling", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, pd.concat(points, ignore_index=True), out_dir,
+                                   _slug("strong_scaling", *page.values())))
+    return written
+
+
+@figure("scaling_efficiency", Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms", "tbt_ms")))
+def scaling_efficiency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """Speedup and parallel efficiency of E2E latency against GPU count, per scheme (ideal dashed)."""
+    import matplotlib.pyplot as plt
+
+    from analysis.scaling import strong_scaling as scaling
+
+    rows = data.rows("inference")
+    metric = "e2e_ms" if "e2e_ms" in rows.columns and rows["e2e_ms"].notna().any() else "tbt_ms"
+    written = []
+    for page, part in _pages(rows, PAGE_KEYS):
+        table = scaling(part, metric)
+        if table.empty or table["world_size"].nunique() < 2:
+            continue
+        fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(8.6, 3.8))
+        label_keys = [k for k in ("series", "allreduce") if k in table.columns and table[k].notna().any()]
+        table = table.assign(label=table[label_keys].astype(str).agg(" ".join, axis=1))
+        for i, (label, s) in enumerate(table.groupby("label", sort=True)):
+            s = s.sort_values("world_size")
+            style = "--" if "nvrar" in label else "-"
+            kw = dict(marker=marker_for(i), linestyle=style, color=color_for(label.split()[0], i), label=label)
+            ax_s.plot(s["world_size"], s["speedup"], **kw)
+            ax_e.plot(s["world_size"], 100 * s["efficiency"], **kw)
+        gpus = sorted(table["world_size"].unique())
+        base = gpus[0]
+        ax_s.plot(gpus, [g / base for g in gpus], color="0.5", linestyle=":", label="ideal")
+        ax_e.axhline(100, color="0.5", linestyle=":")
+        for ax in (ax_s, ax_e):
+            _gpu_axis(ax, gpus)
+            ax.set_xlabel("GPUs")
+        ax_s.set_yscale("log", base=2)
+        ax_s.set_ylabel(f"speedup of {METRIC_LABELS[metric].split(' (')[0]} over the smallest run")
+        ax_e.set_ylabel("parallel efficiency (%)")
+        ax_e.set_ylim(0, 110)
+        ax_s.legend()
+        fig.suptitle(_title("Speedup and parallel efficiency", page))
+        fig.tight_layout()
+        cols = [c for c in table.columns if c in ("label", "world_size", "base_gpus", "speedup", "efficiency",
+                                                  f"{metric}_median")]
+        written.append(save_figure(fig, table[cols], out_dir, _slug("scaling_efficiency", *page.values())))
+    return written
+
+
+# -- breakdowns -----------------------------------------------------------------------------------------
+
+def _breakdown_figure(data: FigureData, out_dir: Path, by: str, name: str) -> list[dict[str, Path]]:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from analysis.breakdown import long_breakdown, scopes, with_config
+    from analysis.scaling import with_scheme
+
+    runs = with_scheme(data.rows("inference"))
+    written = []
+    timers = data.dataset.timers
+    for scope in scopes(timers):
+        parts = long_breakdown(timers, scope, by)
+        if parts.empty:
+            continue
+        parts = with_config(parts, runs).dropna(subset=["world_size"])
+        for page, part in _pages(parts, PAGE_KEYS):
+            keys = [k for k in ("series", "allreduce") if k in part.columns and part[k].notna().any()]
+            med = (part.groupby(keys + ["world_size", "component"], dropna=False)
+                   .agg(time_ms=("time_ms", "median"), share=("share", "median")).reset_index())
+            configs = med[keys + ["world_size"]].drop_duplicates().sort_values(keys + ["world_size"])
+            labels = [" ".join([*(str(v) for v in row[:-1]), f"{int(row[-1])} GPUs"])
+                      for row in configs.itertuples(index=False)]
+            comps = list(med.groupby("component")["time_ms"].sum().sort_values(ascending=False).index)
+            if "other" in comps:
+                comps.remove("other")
+                comps.append("other")
+            fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(labels) + 2.5), 4.2))
+            bottom = np.zeros(len(configs))
+            idx = {tuple(r): i for i, r in enumerate(configs.itertuples(index=False))}
+            for j, comp in enumerate(comps):
+                vals = np.zeros(len(configs))
+                for row in med[med["component"] == comp].itertuples(index=False):
+                    key = tuple(getattr(row, k) for k in keys) + (row.world_size,)
+                    if key in idx:
+                        vals[idx[key]] = row.time_ms
+                ax.bar(range(len(configs)), vals, bottom=bottom, label=comp, color=color_for(comp, j),
+                       edgecolor="white", linewidth=0.4)
+                bottom += vals
+            ax.set_xticks(range(len(configs)), labels, rotation=60, ha="right", fontsize=7.5)
+            ax.set_ylabel(f"{scope.rsplit('/', 1)[-1]} time (ms)")
+            ax.grid(axis="x", visible=False)
+            ax.legend(title="component", loc="upper right")
+            what = "compute / communication / other" if by == "type" else "timer regions"
+            fig.suptitle(_title(f"Breakdown of {scope}: {what}", page))
+            fig.tight_layout()
+            written.append(save_figure(fig, med, out_dir, _slug(name, scope.replace("/", "."), *page.values())))
+    return written
+
+
+@figure("breakdown", Needs(kind="inference", timers=True))
+def breakdown(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """Time breakdown (compute / communication / other) per configuration, stacked bars per scope."""
+    return _breakdown_figure(data, out_dir, "type", "breakdown")
+
+
+@figure("breakdown_regions", Needs(kind="inference", timers=True))
+def breakdown_regions(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """Time per timer region (all-reduce, matmul, attention, ...) per configuration, stacked bars."""
+    return _breakdown_figure(data, out_dir, "name", "breakdown_regions")
+
+
+# -- collectives ----------------------------------------------------------------------------------------
+
+COLL_PAGE_KEYS = ["system", "dtype", "graphs", "in_place", "experiment"]
+
+
+@figure("allreduce_latency", Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us")))
+def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """All-reduce latency against message size, per algorithm, one panel per node count (log-log)."""
+    import matplotlib.pyplot as plt
+
+    from analysis.speedup import latency_table
+
+    table = latency_table(data.rows("collective"))
+    written = []
+    for page, part in _pages(table, COLL_PAGE_KEYS):
+        nodes = sorted(part["nodes"].unique())
+        cols = min(len(nodes), 4)
+        nrows = -(-len(nodes) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.3 * nrows), squeeze=False, sharey=True)
+        for ax, n in zip(axes.flat, nodes, strict=False):
+            sub = part[part["nodes"] == n]
+            for i, (alg, s) in enumerate(sub.groupby("algorithm", sort=True)):
+                s = s.sort_values("size_bytes")
+                ax.plot(s["size_bytes"], s["latency_us_median"], marker=marker_for(i), label=alg,
+                        color=color_for(alg, i))
+                ax.fill_between(s["size_bytes"], s["latency_us_q1"], s["latency_us_q3"], alpha=0.2,
+                                color=color_for(alg, i), linewidth=0)
+            _size_axis(ax)
+            ax.set_yscale("log")
+            gpus = int(sub["world_size"].iloc[0])
+            ax.set_title(f"{int(n)} node{'s' if n != 1 else ''} ({gpus} GPUs)")
+            ax.set_xlabel("message size")
+            ax.tick_params(axis="x", labelrotation=45)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("latency (µs)")
+        for ax in list(axes.flat)[len(nodes):]:
+            ax.set_visible(False)
+        axes.flat[0].legend(title="algorithm")
+        fig.suptitle(_title("All-reduce latency", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, part, out_dir, _slug("allreduce_latency", *page.values())))
+    return written
+
+
+@figure("speedup_heatmap", Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us")))
+def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """NVRAR over NCCL speedup as a heat map of message size × node count (above 1: NVRAR faster)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
+
+    from analysis.speedup import human_bytes, speedup_table
+
+    table = speedup_table(data.rows("collective"))
+    if table.empty:
+        raise SkipFigure("no message size measured with both nccl and nvrar")
+    written = []
+    for page, part in _pages(table, COLL_PAGE_KEYS):
+        grid = part.pivot_table(index="nodes", columns="size_bytes", values="speedup", aggfunc="median")
+        values = np.log2(grid.to_numpy(float))
+        limit = max(1.0, float(np.nanmax(np.abs(values))))
+        fig, ax = plt.subplots(figsize=(0.75 * grid.shape[1] + 2.5, 0.55 * grid.shape[0] + 1.8))
+        im = ax.imshow(values, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto", origin="lower")
+        for (r, c), v in np.ndenumerate(grid.to_numpy(float)):
+            if np.isfinite(v):
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7.5,
+                        color="white" if abs(np.log2(v)) > 0.6 * limit else "black")
+        ax.set_xticks(range(grid.shape[1]), [human_bytes(s) for s in grid.columns], rotation=45, ha="right")
+        ax.set_yticks(range(grid.shape[0]), [str(int(n)) for n in grid.index])
+        ax.set_xlabel("message size")
+        ax.set_ylabel("nodes")
+        ax.grid(False)
+        bar = fig.colorbar(im, ax=ax)
+        ticks = np.arange(-np.floor(limit), np.floor(limit) + 1)
+        bar.set_ticks(ticks, labels=[f"{2.0**t:g}×" for t in ticks])
+        bar.set_label("speedup NVRAR / NCCL (log scale)")
+        fig.suptitle(_title("NVRAR speedup over NCCL", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, part, out_dir, _slug("speedup_heatmap", *page.values())))
+    return written
+
+
+@figure("speedup_vs_size", Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us")))
+def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """NVRAR over NCCL speedup against message size per node count, with the crossover sizes marked."""
+    import matplotlib.pyplot as plt
+
+    from analysis.speedup import crossovers, speedup_table
+
+    table = speedup_table(data.rows("collective"))
+    if table.empty:
+        raise SkipFigure("no message size measured with both nccl and nvrar")
+    cross = crossovers(table)
+    written = []
+    for page, part in _pages(table, COLL_PAGE_KEYS):
+        fig, ax = plt.subplots()
+        for i, (n, s) in enumerate(part.groupby("nodes", sort=True)):
+            s = s.sort_values("size_bytes")
+            ax.plot(s["size_bytes"], s["speedup"], marker=marker_for(i), label=f"{int(n)} nodes")
+            if not cross.empty:
+                mask = cross["nodes"] == n
+                for k, v in page.items():
+                    mask &= cross[k] == v
+                for x in cross.loc[mask, "crossover_bytes"]:
+                    ax.plot([x], [1.0], marker="|", markersize=14, color=ax.lines[-1].get_color())
+        ax.axhline(1.0, color="0.4", linewidth=1, linestyle=":")
+        _size_axis(ax)
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("message size")
+        ax.set_ylabel("speedup NVRAR / NCCL")
+        ax.legend(title="| crossover")
+        fig.suptitle(_title("NVRAR speedup over NCCL", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, part, out_dir, _slug("speedup_vs_size", *page.values())))
+    return written
+
+
+@figure("e2e_nvrar_vs_nccl", Needs(kind="inference", columns=("allreduce", "world_size", "e2e_ms")))
+def e2e_nvrar_vs_nccl(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """End-to-end batch latency with NVRAR against NCCL per GPU count, speedup written on the bars."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from analysis.scaling import with_scheme
+    from analysis.speedup import e2e_speedup
+
+    rows = with_scheme(data.rows("inference"))
+    table = e2e_speedup(rows)
+    if table.empty:
+        raise SkipFigure("no configuration measured with both allreduce=nccl and allreduce=nvrar")
+    table = with_scheme(table)
+    written = []
+    for page, part in _pages(table, PAGE_KEYS):
+        part = part.sort_values(["series", "world_size"])
+        labels = [f"{s}\n{int(g)} GPUs" for s, g in zip(part["series"], part["world_size"], strict=True)]
+        x = np.arange(len(part))
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(part) + 2), 4.0))
+        ax.bar(x - 0.2, part["nccl_ms"], 0.4, label="NCCL", color=color_for("nccl"))
+        ax.bar(x + 0.2, part["nvrar_ms"], 0.4, label="NVRAR", color=color_for("nvrar"))
+        for xi, top, sp in zip(x, np.maximum(part["nccl_ms"], part["nvrar_ms"]), part["speedup"], strict=True):
+            ax.annotate(f"{sp:.2f}×", (xi, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        ax.set_xticks(x, labels, fontsize=8)
+        ax.set_ylabel("E2E batch latency (ms)")
+        ax.grid(axis="x", visible=False)
+        ax.legend()
+        fig.suptitle(_title("End-to-end latency: NVRAR vs NCCL", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, part, out_dir, _slug("e2e_nvrar_vs_nccl", *page.values())))
+    return written
+
+
+@figure("nccl_algorithm_map", Needs(nccl_log=True))
+def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """NCCL's all-reduce algorithm/protocol choice over message size × GPU count, from its INFO logs."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from analysis.nccl_log import algorithm_map
+    from analysis.speedup import human_bytes
+    from analysis.style import PALETTE
+
+    amap = algorithm_map(data.nccl)
+    if amap.empty:
+        raise SkipFigure("no all-reduce tuning decisions with a size and a rank count")
+    sizes = sorted(amap["size_bytes"].unique())
+    ranks = sorted(amap["nranks"].unique())
+    choices = sorted(amap["choice"].unique())
+    grid = np.full((len(ranks), len(sizes)), np.nan)
+    for row in amap.itertuples(index=False):
+        grid[ranks.index(row.nranks), sizes.index(row.size_bytes)] = choices.index(row.choice)
+    cmap = ListedColormap([PALETTE[i % len(PALETTE)] for i in range(len(choices))])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(sizes) + 2.5), max(2.6, 0.45 * len(ranks) + 1.8)))
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(choices) - 0.5, aspect="auto",
+              origin="lower")
+    for (r, c), v in np.ndenumerate(grid):
+        if np.isfinite(v):
+            ax.text(c, r, choices[int(v)].replace("/", "\n"), ha="center", va="center", fontsize=6.5, color="white")
+    ax.set_xticks(range(len(sizes)), [human_bytes(s) for s in sizes], rotation=45, ha="right")
+    ax.set_yticks(range(len(ranks)), [str(int(r)) for r in ranks])
+    ax.set_xlabel("message size")
+    ax.set_ylabel("GPUs (communicator ranks)")
+    ax.grid(False)
+    ax.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(choices)], title="algorithm/protocol",
+              bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle("NCCL all-reduce algorithm selection")
+    fig.tight_layout()
+    return [save_figure(fig, amap, out_dir, "nccl_algorithm_map")]
+
+
+# -- interconnect comparison ---------------------------------------------------------------------------
+
+@figure("interconnect_allreduce", Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us"),
+                                        systems=2))
+def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """All-reduce latency against size on each system side by side, one panel per system, same axes."""
+    import matplotlib.pyplot as plt
+
+    from analysis.compare import system_label
+    from analysis.speedup import latency_table
+
+    table = latency_table(data.rows("collective"))
+    table = table.assign(system_label=system_label(table))
+    labels = sorted(table["system_label"].unique())
+    algorithms = sorted(table["algorithm"].unique())
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.8), sharey=True, squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        sub = table[table["system_label"] == label]
+        for i, ((alg, n), s) in enumerate(sub.groupby(["algorithm", "nodes"], sort=True)):
+            s = s.sort_values("size_bytes")
+            j = algorithms.index(alg)
+            ax.plot(s["size_bytes"], s["latency_us_median"], color=color_for(alg, j),
+                    marker=marker_for(sorted(sub["nodes"].unique()).index(n)), label=f"{alg}, {int(n)} nodes",
+                    alpha=0.9)
+        _size_axis(ax)
+        ax.set_yscale("log")
+        ax.set_title(label)
+        ax.set_xlabel("message size")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("latency (µs)")
+    fig.suptitle("All-reduce latency by interconnect")
+    fig.tight_layout()
+    return [save_figure(fig, table, out_dir, "interconnect_allreduce")]
+
+
+@figure("interconnect_inference", Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms",
+                                                                                                "tbt_ms"),
+                                        systems=2))
+def interconnect_inference(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """E2E latency and TBT against nodes on each system, side by side (same scheme and all-reduce)."""
+    import matplotlib.pyplot as plt
+
+    from analysis.compare import system_label
+    from analysis.dataset import summarize
+    from analysis.scaling import with_scheme
+
+    rows = with_scheme(data.rows("inference"))
+    rows = rows.assign(system_label=system_label(rows))
+    metrics = [m for m in ("e2e_ms", "tbt_ms") if m in rows.columns and rows[m].notna().any()]
+    keys = [k for k in ("system_label", "series", "allreduce", "model", "nodes") if k in rows.columns]
+    table = summarize(rows, keys, metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    labels = sorted(table["system_label"].unique())
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for (sys_label, series, *rest), s in table.groupby([k for k in keys if k != "nodes"], sort=True):
+            s = s.sort_values("nodes")
+            i = labels.index(sys_label)
+            ax.plot(s["nodes"], s[f"{metric}_median"], marker=marker_for(i), color=color_for("", i),
+                    linestyle="-" if "nvrar" not in rest else "--",
+                    label=" ".join(str(v) for v in (sys_label, series, *rest)))
+        _gpu_axis(ax, table["nodes"])
+        ax.set_yscale("log")
+        ax.set_xlabel("nodes")
+        ax.set_ylabel(METRIC_LABELS[metric])
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Inference latency by interconnect")
+    fig.tight_layout()
+    return [save_figure(fig, table, out_dir, "interconnect_inference")]
