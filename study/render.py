@@ -245,9 +245,9 @@ def _check_account(system: System, account: str | None) -> str | None:
     return account
 
 
-def build_plan(experiment: Experiment, system: System, workspace: Path,
-               account: str | None) -> tuple[Plan, dict[str, str]]:
-    """The plan and every script's text, in memory; raises before anything is written."""
+def build_plan(experiment: Experiment, system: System, workspace: Path, account: str | None,
+               scripts: bool = True) -> tuple[Plan, dict[str, str]]:
+    """The plan and (unless `scripts` is False) every script's text, in memory; nothing is written."""
     ctx = _Context(experiment, system, workspace, account)
     runs = expand(experiment, system)
     plan = Plan(experiment=experiment.name, system=system.name, scheduler=system.scheduler,
@@ -258,7 +258,7 @@ def build_plan(experiment: Experiment, system: System, workspace: Path,
                           run.walltime_s, str(render_command(run, ctx)), job="")
         by_id[run.run_id] = planned
         plan.runs.append(planned)
-    scripts: dict[str, str] = {}
+    texts: dict[str, str] = {}
     for members in _group_jobs(runs, experiment.resources.runs_per_job):
         ids = [r.run_id for r in members]
         name = _job_name(experiment.name, ids)
@@ -266,8 +266,9 @@ def build_plan(experiment: Experiment, system: System, workspace: Path,
             by_id[run_id].job = name
         job = Job(name, f"jobs/{name}.sh", ids, members[0].nodes, sum(r.walltime_s for r in members))
         plan.jobs.append(job)
-        scripts[job.script] = _render_script(ctx, name, [by_id[i] for i in ids])
-    return plan, scripts
+        if scripts:
+            texts[job.script] = _render_script(ctx, name, [by_id[i] for i in ids])
+    return plan, texts
 
 
 def render_workspace(experiment_path: str | Path, system: str | Path | None = None,
