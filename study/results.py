@@ -28,11 +28,36 @@ ENV_RESULTS = "STUDY_RESULTS"
 ENV_PARAMS = "STUDY_PARAMS"
 
 _SECRET = re.compile(r"(TOKEN|SECRET|PASSW|PASSWD|CREDENTIAL|PRIVATE|API_?KEY|ACCESS_?KEY|AUTH)", re.I)
+# Also any name with KEY as a word of its own (SSH_KEY, KEY_FILE) but not PKEY (NCCL_IB_PKEY).
+_SECRET_KEY_WORD = re.compile(r"(?<![A-Z])KEY", re.I)
+# Values that look like credentials whatever their variable is called.
+_SECRET_VALUE = re.compile(
+    r"(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
+)
+_RANDOM_WORD = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
 # Only these prefixes are worth recording: they change what the job does or where it ran.
 _ENV_PREFIXES = (
-    "NCCL_", "NVSHMEM_", "FI_", "UCX_", "CUDA_", "TORCH_", "OMP_", "SLURM_JOB", "SLURM_NNODES",
-    "SLURM_NTASKS", "SLURM_CLUSTER", "PBS_JOB", "PBS_O_", "OMPI_COMM_WORLD_SIZE", "STUDY_", "MASTER_",
-    "WORLD_SIZE", "PYTORCH_",
+    "NCCL_",
+    "NVSHMEM_",
+    "FI_",
+    "UCX_",
+    "CUDA_",
+    "TORCH_",
+    "OMP_",
+    "SLURM_JOB",
+    "SLURM_NNODES",
+    "SLURM_NTASKS",
+    "SLURM_CLUSTER",
+    "PBS_JOB",
+    "PBS_O_",
+    "OMPI_COMM_WORLD_SIZE",
+    "STUDY_",
+    "MASTER_",
+    "WORLD_SIZE",
+    "PYTORCH_",
 )
 
 
@@ -41,7 +66,7 @@ class ResultError(ValueError):
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
 
 def filtered_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -50,8 +75,25 @@ def filtered_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return {
         k: v
         for k, v in sorted(environ.items())
-        if k.startswith(_ENV_PREFIXES) and not _SECRET.search(k)
+        if k.startswith(_ENV_PREFIXES) and not is_secret_name(k) and not looks_like_secret(v)
     }
+
+
+def is_secret_name(name: str) -> bool:
+    """True for variable names that usually hold credentials (TOKEN, SECRET, PASSWORD, KEY, AUTH, …)."""
+    return bool(_SECRET.search(name) or _SECRET_KEY_WORD.search(name))
+
+
+def looks_like_secret(value: str) -> bool:
+    """True for values shaped like credentials: known token prefixes (ghp_, xox…, AKIA…), JWTs, PEM
+    private keys, and long random-looking words (32+ characters mixing upper case, lower case and
+    digits; lower-case hex such as UUIDs and git hashes is not taken for a secret)."""
+    if _SECRET_VALUE.search(value):
+        return True
+    for word in _RANDOM_WORD.findall(value):
+        if re.search(r"[a-z]", word) and re.search(r"[A-Z]", word) and re.search(r"[0-9]", word):
+            return True
+    return False
 
 
 def git_state(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -65,7 +107,9 @@ def git_state(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
             return {"git_sha": None, "dirty": None}
         dirty = subprocess.run(
             ["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return {"git_sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -161,7 +205,9 @@ def write_result(result: Mapping[str, Any], path: str | os.PathLike[str] | None 
     result["provenance"] = prov
     target = default_results_path(path)
     validate_result(result, source=str(target))
-    return atomic_write_text(target, json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(
+        target, json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n"
+    )
 
 
 def _json_default(obj: Any) -> Any:
@@ -195,8 +241,17 @@ def validate_result(data: Any, *, source: str = "<result>") -> None:
         fail("(top level)", "expected a JSON object")
     if data.get("schema") != SCHEMA:
         fail("schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
-    for key, typ in (("run_id", str), ("kind", str), ("status", str), ("params", dict), ("topology", dict),
-                     ("metrics", dict), ("samples", list), ("timers", list), ("provenance", dict)):
+    for key, typ in (
+        ("run_id", str),
+        ("kind", str),
+        ("status", str),
+        ("params", dict),
+        ("topology", dict),
+        ("metrics", dict),
+        ("samples", list),
+        ("timers", list),
+        ("provenance", dict),
+    ):
         if key not in data:
             fail(key, "missing")
         if not isinstance(data[key], typ):
@@ -231,3 +286,77 @@ def _validate_timer_node(node: Any, where: str, fail) -> None:
             fail(f"{where}.metrics.{key}", "missing or not a number")
     for i, child in enumerate(node.get("children", [])):
         _validate_timer_node(child, f"{where}.children[{i}]", fail)
+
+
+# Hatchet literal timer trees (docs/results.md, "Timers").
+TIMER_TYPES = ("region", "compute", "comm")
+
+
+def timer_node(
+    name: str,
+    time_inc_ms: float,
+    children: list[dict[str, Any]] | None = None,
+    *,
+    type: str = "region",
+    calls: int = 1,
+    time_ms: float | None = None,
+) -> dict[str, Any]:
+    """One Hatchet literal node; exclusive time defaults to inclusive minus the children's (never < 0)."""
+    if type not in TIMER_TYPES:
+        raise ResultError(f"timer {name!r}: type: expected one of {TIMER_TYPES}, got {type!r}")
+    children = list(children or [])
+    if time_ms is None:
+        time_ms = max(0.0, float(time_inc_ms) - sum(c["metrics"]["time (inc)"] for c in children))
+    return {
+        "frame": {"name": name, "type": type},
+        "metrics": {"time (inc)": float(time_inc_ms), "time": float(time_ms), "calls": int(calls)},
+        "children": children,
+    }
+
+
+def timers_from_nested(timings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Build timer roots from nested timings, the shape code measuring regions naturally keeps:
+    `{"decode": {"time_ms": 12.0, "calls": 8, "type": "region", "children": {"allreduce": 3.1}}}`;
+    a bare number is a leaf's inclusive time in ms. A node without `time_ms` gets its children's sum."""
+    roots = []
+    for name, spec in timings.items():
+        if isinstance(spec, (int, float)):
+            roots.append(timer_node(name, spec))
+            continue
+        if not isinstance(spec, Mapping):
+            raise ResultError(f"timer {name!r}: expected a number or a mapping, got {type(spec).__name__}")
+        children = timers_from_nested(spec.get("children") or {})
+        inc = spec.get("time_ms")
+        if inc is None:
+            inc = sum(c["metrics"]["time (inc)"] for c in children)
+        roots.append(
+            timer_node(name, inc, children, type=spec.get("type", "region"), calls=spec.get("calls", 1))
+        )
+    return roots
+
+
+def flatten_timers(roots: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Timer trees → one row per node, depth first: path (names joined by "/"), name, type, depth,
+    time_inc_ms, time_ms, calls: the rows of timers.parquet (docs/results.md)."""
+    rows: list[dict[str, Any]] = []
+
+    def walk(node: Mapping[str, Any], prefix: str, depth: int) -> None:
+        frame, metrics = node["frame"], node["metrics"]
+        path = f"{prefix}/{frame['name']}" if prefix else frame["name"]
+        rows.append(
+            {
+                "path": path,
+                "name": frame["name"],
+                "type": frame.get("type", "region"),
+                "depth": depth,
+                "time_inc_ms": metrics["time (inc)"],
+                "time_ms": metrics["time"],
+                "calls": metrics.get("calls"),
+            }
+        )
+        for child in node.get("children", []):
+            walk(child, path, depth + 1)
+
+    for root in roots:
+        walk(root, "", 0)
+    return rows

@@ -1,0 +1,373 @@
+"""Collection: every run's chosen attempt → one tidy table per workspace (docs/results.md, "The dataset").
+
+Results files are read only through study.results.read_result. For each run of the plan the attempt
+used is the last successful one; a run with none appears once with status `failed` and the reason
+(exit code, signal, walltime, out of memory, scheduler reason, missing or corrupt results file). A
+corrupt file is reported with its path and never stops collection. Runs still queued or running
+count as `pending`, runs never submitted as `missing`; neither has rows. The tables are written
+atomically, in plan order, so collecting twice gives the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.results import ResultError, flatten_timers, read_result
+from study.schedulers.base import JobState, exit_reason
+
+ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
+BASE_COLUMNS = (
+    "experiment",
+    "run_id",
+    "repeat",
+    "attempt",
+    "system",
+    "interconnect",
+    "scheduler",
+    "gpu",
+    "kind",
+    "status",
+    "error",
+    "nodes",
+    "gpus_per_node",
+    "world_size",
+)
+PROVENANCE_COLUMNS = ("git_sha", "start", "end", "scheduler_job_id")
+TIMER_COLUMNS = (
+    "experiment",
+    "run_id",
+    "repeat",
+    "attempt",
+    "path",
+    "name",
+    "type",
+    "depth",
+    "time_inc_ms",
+    "time_ms",
+    "calls",
+)
+_JOB_REASONS = {
+    JobState.TIMEOUT: "walltime exceeded (TIMEOUT)",
+    JobState.OUT_OF_MEMORY: "out of memory (OUT_OF_MEMORY)",
+    JobState.CANCELLED: "cancelled (CANCELLED)",
+    JobState.NODE_FAIL: "node failure (NODE_FAIL)",
+    JobState.PREEMPTED: "preempted (PREEMPTED)",
+    JobState.FAILED: "job failed (FAILED)",
+    JobState.COMPLETED: "job completed without finishing this run",
+    JobState.UNKNOWN: "the scheduler no longer knows the job",
+}
+
+
+@dataclass
+class Outcome:
+    """How one attempt ended: `ok`, `failed` (with `reason`) or `running`; `result` when readable."""
+
+    status: str
+    reason: str | None = None
+    result: dict[str, Any] | None = None
+    corrupt: str | None = None
+
+
+def attempt_folders(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's attempt folders, oldest first."""
+    try:
+        names = os.listdir(run_dir)
+    except FileNotFoundError:
+        return []
+    found = [(int(m.group(1)), run_dir / n) for n in names if (m := ATTEMPT_RE.match(n))]
+    return sorted(found)
+
+
+def job_reason(state: JobState | str | None, detail: str | None = None) -> str:
+    state = JobState(state) if state else JobState.UNKNOWN
+    words = _JOB_REASONS.get(state, state.value)
+    return f"{words}: {detail}" if detail and detail not in words else words
+
+
+def judge_attempt(
+    folder: Path, job_state: JobState | str | None = None, job_detail: str | None = None
+) -> Outcome:
+    """Decide an attempt's outcome from exit.json, results.json and, when it did not finish, the job's state.
+
+    `job_state` None means the job's fate is unknown (a collect without a state store)."""
+    state = JobState(job_state) if job_state else None
+    try:
+        exit_info = json.loads((folder / "exit.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        exit_info = None
+    except (OSError, ValueError):
+        exit_info = {"exit_code": None}
+    results_path = folder / "results.json"
+    result, corrupt = None, None
+    if results_path.exists():
+        try:
+            result = read_result(results_path)
+        except ResultError as exc:
+            corrupt = str(exc)
+    if exit_info is None:
+        if state is None or not state.terminal:
+            if state is None and result is not None:
+                return _from_result(result, None)
+            return Outcome("running")
+        return Outcome("failed", job_reason(state, job_detail) + "; no exit.json", result, corrupt)
+    code = exit_info.get("exit_code")
+    if code not in (0, None) or (code is None and not result):
+        reason = exit_reason(code) if code is not None else "exit.json unreadable"
+        if state in (
+            JobState.TIMEOUT,
+            JobState.OUT_OF_MEMORY,
+            JobState.CANCELLED,
+            JobState.NODE_FAIL,
+            JobState.PREEMPTED,
+        ):
+            reason = f"{job_reason(state, job_detail)}; {reason}"
+        if result is not None and result.get("status") == "failed":
+            reason = f"{reason}; {result.get('error')}"
+        elif corrupt:
+            reason = f"{reason}; corrupt results: {corrupt}"
+        elif result is None:
+            reason = f"{reason}; missing results file {results_path}"
+        return Outcome("failed", reason, result, corrupt)
+    return _from_result(result, corrupt, results_path)
+
+
+def _from_result(result: dict[str, Any] | None, corrupt: str | None, path: Path | None = None) -> Outcome:
+    if corrupt:
+        return Outcome("failed", f"corrupt results: {corrupt}", None, corrupt)
+    if result is None:
+        return Outcome("failed", f"exit code 0 but missing results file {path}")
+    if result["status"] == "failed":
+        return Outcome("failed", f"results status failed: {result.get('error')}", result)
+    return Outcome("ok", None, result)
+
+
+@dataclass
+class Collected:
+    dataset: Any
+    timers: Any
+    counts: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        c = self.counts
+        return (
+            f"{c.get('ok', 0)} ok, {c.get('failed', 0)} failed, {c.get('missing', 0)} missing, "
+            f"{c.get('pending', 0)} pending; {len(self.dataset)} rows, {len(self.timers)} timer rows"
+        )
+
+
+def load_plan_json(workspace: Path) -> dict[str, Any]:
+    """plan.json (docs/internals.md) as plain data: the contract, whatever class render builds around it."""
+    from study.errors import InputError
+
+    path = workspace / "plan.json"
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(
+            "not a workspace: plan.json is missing (render or submit it first)", file=str(workspace)
+        ) from exc
+    except ValueError as exc:
+        raise InputError(f"not JSON: {exc}", file=str(path)) from exc
+    if not isinstance(plan, dict) or plan.get("schema") != "study.plan/1":
+        raise InputError("expected 'study.plan/1'", file=str(path), key="schema")
+    return plan
+
+
+def system_columns(system_name: str | None, scheduler: str | None) -> dict[str, Any]:
+    """system, interconnect, scheduler, gpu from the system file (None where it says nothing)."""
+    cols: dict[str, Any] = {"system": system_name, "interconnect": None, "scheduler": scheduler, "gpu": None}
+    if not system_name:
+        return cols
+    try:
+        from study.systems import load_system
+
+        system = load_system(system_name)
+    except Exception:  # noqa: BLE001 - a missing or broken system file must not stop collection
+        return cols
+    cols["interconnect"] = system.interconnect.name if getattr(system, "interconnect", None) else None
+    cols["gpu"] = system.gpu.model if getattr(system, "gpu", None) else None
+    cols["scheduler"] = scheduler or system.scheduler
+    return cols
+
+
+def collect_workspace(
+    workspace: str | os.PathLike[str],
+    *,
+    run_states: dict[str, tuple] | None = None,
+    on_problem: Callable[[str], None] | None = None,
+    write: bool = True,
+) -> Collected:
+    """Build (and by default write) dataset.* and timers.* for a workspace.
+
+    `run_states` maps run id → (status, reason, attempt floor, attempt) from the state store; without it a
+    run's fate is read from its folders alone."""
+    import pandas as pd
+
+    workspace = Path(workspace)
+    plan = load_plan_json(workspace)
+    if run_states is None:
+        run_states = _states_from_store(workspace)
+    sys_cols = system_columns(plan.get("system"), plan.get("scheduler"))
+    experiment = plan.get("experiment")
+    rows: list[dict[str, Any]] = []
+    timer_rows: list[dict[str, Any]] = []
+    counts = {"ok": 0, "failed": 0, "missing": 0, "pending": 0}
+    problems: list[str] = []
+    for run in plan.get("runs", []):
+        run_id = run["run_id"]
+        base = {
+            "experiment": experiment,
+            "run_id": run_id,
+            "repeat": run.get("repeat"),
+            "attempt": None,
+            **sys_cols,
+            "kind": None,
+            "status": None,
+            "error": None,
+            "nodes": run.get("nodes"),
+            "gpus_per_node": run.get("gpus_per_node"),
+            "world_size": run.get("world_size"),
+        }
+        params = {k: _cell(v) for k, v in (run.get("params") or {}).items() if k not in BASE_COLUMNS}
+        store_status, store_reason, floor, store_attempt = run_states.get(run_id) or (None, None, 0, None)
+        active = store_status in ("pending", "running")
+        chosen, last = None, None
+        for number, folder in reversed(attempt_folders(workspace / "runs" / run_id)):
+            if active and number > floor:
+                continue
+            over = store_status is not None or number <= floor
+            outcome = judge_attempt(folder, JobState.UNKNOWN if over else None)
+            if outcome.corrupt:
+                problems.append(outcome.corrupt)
+            if outcome.status == "ok":
+                chosen = (number, outcome)
+                break
+            if last is None:
+                last = (number, outcome)
+        if chosen is not None:
+            number, outcome = chosen
+        elif active or (last is not None and last[1].status == "running"):
+            counts["pending"] += 1
+            continue
+        elif last is not None:
+            number, outcome = last
+            if store_status == "failed" and store_reason and store_attempt in (number, None):
+                outcome.reason = store_reason
+        elif store_status == "failed":
+            number, outcome = None, Outcome("failed", store_reason or "failed before any attempt started")
+        else:
+            counts["missing"] += 1
+            continue
+        status = outcome.status
+        counts[status] += 1
+        reason = outcome.reason
+        result = outcome.result
+        base.update({"attempt": number, "status": status, "error": reason})
+        rows.extend(_result_rows(base, params, result))
+        if result is not None:
+            for timer in flatten_timers(result["timers"]):
+                timer_rows.append(
+                    {
+                        "experiment": experiment,
+                        "run_id": run_id,
+                        "repeat": base["repeat"],
+                        "attempt": number,
+                        **timer,
+                        **params,
+                        "nodes": base["nodes"],
+                        "gpus_per_node": base["gpus_per_node"],
+                        "world_size": base["world_size"],
+                    }
+                )
+    for problem in problems:
+        if on_problem:
+            on_problem(problem)
+    dataset = _frame(pd, rows, BASE_COLUMNS)
+    timers = _frame(pd, timer_rows, TIMER_COLUMNS)
+    if write:
+        write_table(dataset, workspace / "dataset")
+        write_table(timers, workspace / "timers")
+    return Collected(dataset, timers, counts, problems)
+
+
+def _states_from_store(workspace: Path) -> dict[str, tuple]:
+    from study.state import State, has_state
+
+    if not has_state(workspace):
+        return {}
+    with State(workspace) as state:
+        return {r.run_id: (r.status, r.reason, r.floor, r.attempt) for r in state.runs()}
+
+
+def _cell(value: Any) -> Any:
+    """Scalars stay; lists and mappings become canonical JSON, so every column has one type."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _result_rows(base: dict[str, Any], params: dict[str, Any], result: dict[str, Any] | None) -> list[dict]:
+    if result is None:
+        return [{**base, **params}]
+    prov = result.get("provenance") or {}
+    head = {
+        **base,
+        "kind": result.get("kind"),
+        "error": base["error"] if base["status"] == "failed" else result.get("error"),
+    }
+    topo = result.get("topology") or {}
+    for key in ("nodes", "gpus_per_node", "world_size"):
+        if head.get(key) is None and topo.get(key) is not None:
+            head[key] = topo[key]
+    metrics = {k: v for k, v in result["metrics"].items() if k not in head}
+    tail = {k: _cell(prov.get(k)) for k in PROVENANCE_COLUMNS}
+    samples = result["samples"] or [{}]
+    return [
+        {**head, **params, **metrics, **{k: _cell(v) for k, v in s.items() if k not in head}, **tail}
+        for s in samples
+    ]
+
+
+def _frame(pd: Any, rows: list[dict[str, Any]], first: Iterable[str]):
+    first = list(first)
+    columns = list(first)
+    seen = set(columns)
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+    tail = [c for c in columns if c in PROVENANCE_COLUMNS and c not in first]
+    columns = [c for c in columns if c not in tail] + tail
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            kinds = {type(v) for v in frame[column] if v is not None and v == v}
+            if len(kinds) > 1 and not kinds <= {int, float}:
+                frame[column] = [None if v is None or v != v else str(v) for v in frame[column]]
+    return frame
+
+
+def write_table(frame: Any, stem: Path) -> None:
+    """stem.parquet and stem.csv, each through a temporary file in the same folder and a rename."""
+    for suffix, writer in (
+        (".parquet", lambda f, p: f.to_parquet(p, index=False)),
+        (".csv", lambda f, p: f.to_csv(p, index=False)),
+    ):
+        target = stem.with_suffix(suffix)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            writer(frame, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

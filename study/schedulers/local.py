@@ -1,0 +1,251 @@
+"""The `local` scheduler: job scripts run as subprocesses of this machine, no batch system needed.
+
+Each job gets a folder `<workspace>/.local/jobs/<n>/` (made with an atomic mkdir, so ids never clash
+between concurrent commands) holding `job.json` (name, comment, script), `state.json` (written by
+the job's runner, atomically) and `output` (the script's stdout and stderr). The runner is this
+module run as `python -m study.schedulers.local JOBDIR`, started in its own session so that it
+outlives a detached `study submit` and so that cancelling kills the whole process group. The
+concurrency limit is a set of lock files (`.local/slots/slot-<i>.lock`): a runner holds one with
+flock while its script runs, so the limit holds across every command working on the workspace.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from study.results import atomic_write_text, now_iso
+from study.schedulers.base import FoundJob, JobState, JobStatus, Scheduler, exit_reason, register
+
+CANCEL_GRACE_S = 5.0
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@register
+class LocalScheduler(Scheduler):
+    name = "local"
+
+    def __init__(self, workspace: Path | None = None, **options: object) -> None:
+        super().__init__(workspace, **options)
+        if self.workspace is None:
+            raise ValueError("the local scheduler keeps its jobs in a workspace folder")
+        self.root = self.workspace / ".local"
+        self.max_parallel = max(1, int(options.get("max_parallel") or os.cpu_count() or 1))  # type: ignore[arg-type]
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def _new_job_dir(self) -> tuple[str, Path]:
+        jobs = self.root / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        n = 1 + max((int(p.name) for p in jobs.iterdir() if p.name.isdigit()), default=0)
+        while True:
+            try:
+                (jobs / str(n)).mkdir()
+                return str(n), jobs / str(n)
+            except FileExistsError:
+                n += 1
+
+    def submit(self, script: Path, workdir: Path, job_name: str, comment: str) -> str:
+        job_id, folder = self._new_job_dir()
+        _write_json(
+            folder / "job.json",
+            {
+                "job_id": job_id,
+                "name": job_name,
+                "comment": comment,
+                "script": str(Path(script).resolve()),
+                "workdir": str(workdir),
+                "slots": self.max_parallel,
+                "submitted": now_iso(),
+            },
+        )
+        _write_json(folder / "state.json", {"state": "PENDING"})
+        with open(folder / "runner.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "study.schedulers.local", str(folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=_runner_env(),
+            )
+        self._procs[job_id] = proc
+        return job_id
+
+    def poll(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        for proc in self._procs.values():
+            proc.poll()  # reap finished runners so that they do not linger as zombies
+        return {job_id: self._status(job_id) for job_id in job_ids}
+
+    def _status(self, job_id: str) -> JobStatus:
+        folder = self.job_dir(job_id)
+        state = _read_json(folder / "state.json")
+        if state is None:
+            return JobStatus(job_id, JobState.UNKNOWN, "", f"no state in {folder}")
+        native = state.get("state", "")
+        mapped = JobState(native) if native in JobState.__members__ else JobState.UNKNOWN
+        reason = state.get("reason", "")
+        if not mapped.terminal and state.get("runner_pid") and state.get("host") == socket.gethostname():
+            if not _pid_alive(int(state["runner_pid"])):
+                cancelled = (folder / "cancel").exists()
+                mapped = JobState.CANCELLED if cancelled else JobState.FAILED
+                reason = "cancelled" if cancelled else "the job's runner process died"
+        elif mapped is JobState.PENDING and (folder / "cancel").exists() and not _runner_started(folder):
+            mapped, reason = JobState.CANCELLED, "cancelled before it started"
+        return JobStatus(job_id, mapped, native, reason, state.get("exit_code"))
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        targets: list[tuple[str, int]] = []
+        for job_id in job_ids:
+            folder = self.job_dir(job_id)
+            if not folder.is_dir():
+                continue
+            (folder / "cancel").touch()
+            state = _read_json(folder / "state.json") or {}
+            pid = state.get("runner_pid")
+            if pid and not JobState(state.get("state", "UNKNOWN")).terminal and _pid_alive(int(pid)):
+                targets.append((job_id, int(pid)))
+        for _, pid in targets:
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while targets and time.monotonic() < deadline:
+            self.poll([j for j, _ in targets])
+            targets = [(j, p) for j, p in targets if _pid_alive(p)]
+            time.sleep(0.05)
+        for _, pid in targets:
+            _signal_group(pid, signal.SIGKILL)
+        for proc in self._procs.values():
+            proc.poll()
+
+    def find_jobs(self, names: Iterable[str]) -> list[FoundJob]:
+        wanted = set(names)
+        jobs = self.root / "jobs"
+        found = []
+        for folder in sorted(jobs.iterdir(), key=lambda p: int(p.name)) if jobs.is_dir() else []:
+            info = _read_json(folder / "job.json")
+            if info and info.get("name") in wanted:
+                found.append(FoundJob(folder.name, info["name"], info.get("comment", "")))
+        return found
+
+
+def _runner_env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _runner_started(folder: Path) -> bool:
+    return bool((_read_json(folder / "state.json") or {}).get("runner_pid"))
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _acquire_slot(slots_dir: Path, slots: int, cancelled) -> int | None:
+    """Block until one of `slots` lock files is ours; the fd stays open (and locked) until we exit."""
+    slots_dir.mkdir(parents=True, exist_ok=True)
+    while not cancelled():
+        for i in range(slots):
+            fd = os.open(slots_dir / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+        time.sleep(0.1)
+    return None
+
+
+def run_job(folder: Path) -> int:
+    """The runner: wait for a slot, run the script in this process group, record how it ended."""
+    info = _read_json(folder / "job.json") or {}
+    state_path = folder / "state.json"
+    base = {"runner_pid": os.getpid(), "host": socket.gethostname()}
+    terminated = {"flag": False}
+
+    def on_term(signum, _frame):
+        terminated["flag"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    _write_json(state_path, {"state": "PENDING", **base})
+    cancelled = lambda: terminated["flag"] or (folder / "cancel").exists()
+    slot = _acquire_slot(folder.parents[1] / "slots", int(info.get("slots", 1)), cancelled)
+    if slot is None:
+        _write_json(state_path, {"state": "CANCELLED", "reason": "cancelled before it started", **base})
+        return 0
+    start = now_iso()
+    _write_json(state_path, {"state": "RUNNING", "start": start, **base})
+    job_id = str(info.get("job_id", folder.name))
+    env = dict(os.environ, STUDY_LOCAL_JOB_ID=job_id, STUDY_SCHEDULER_JOB_ID=job_id)
+    with open(folder / "output", "ab") as out:
+        child = subprocess.Popen(
+            ["bash", info["script"]],
+            cwd=info.get("workdir") or None,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        while True:
+            try:
+                code = child.wait()
+                break
+            except InterruptedError:
+                continue
+    end = now_iso()
+    if cancelled():
+        state, reason = JobState.CANCELLED, "cancelled"
+    elif code == 0:
+        state, reason = JobState.COMPLETED, ""
+    else:
+        state = JobState.FAILED
+        reason = exit_reason(None, -code) if code < 0 else exit_reason(code)
+    _write_json(
+        state_path,
+        {"state": state.value, "reason": reason, "exit_code": code, "start": start, "end": end, **base},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(Path(sys.argv[1])))
