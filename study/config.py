@@ -156,7 +156,7 @@ class SchedulerOverrides(StrictModel):
 
 
 class Resources(StrictModel):
-    nodes: Any = 1
+    nodes: Any = None
     gpus_per_node: Any = None
     walltime: int = Field(default=1800, description="seconds per run")
     runs_per_job: int = Field(default=1, ge=1)
@@ -179,7 +179,7 @@ class Experiment(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     sweep: dict[str, Any] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
-    derived: dict[str, str] = Field(default_factory=dict)
+    derived: dict[str, str | int | float | bool] = Field(default_factory=dict)
     exclude: list[Any] = Field(default_factory=list)
     repeats: int = Field(default=1, ge=1, le=1000)
     env: dict[str, str | int | float | bool] = Field(default_factory=dict)

@@ -1,0 +1,171 @@
+"""Experiment files: schema errors name file:line:col, the key path, what was expected, a suggestion."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from study.config import load_experiment
+from study.errors import InputError
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "examples").glob("*.yaml"))
+
+GOOD = """\
+version: 1
+name: demo
+kind: collective
+resources:
+  nodes: 1
+  walltime: 10m
+sweep:
+  algorithms: [gloo, reference]
+fixed:
+  sizes: {from: 1KiB, to: 4KiB, factor: 2}
+"""
+
+
+def load(tmp_path: Path, text: str):
+    path = tmp_path / "exp.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_experiment(path)
+
+
+def error_of(tmp_path: Path, text: str) -> InputError:
+    with pytest.raises(InputError) as info:
+        load(tmp_path, text)
+    assert info.value.exit_code == 2
+    return info.value
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_validate(path):
+    experiment = load_experiment(path)
+    assert experiment.version == 1 and experiment.name == path.stem
+
+
+def test_good_file_normalizes_values(tmp_path):
+    experiment = load(tmp_path, GOOD)
+    assert experiment.resources.walltime == 600
+    assert experiment.compiled.fixed["sizes"] == {"from": 1024, "to": 4096, "factor": 2}
+    axis = experiment.compiled.axes[1]
+    assert axis.names == ("algorithms",) and axis.values == ((["gloo"],), (["reference"],))
+
+
+def test_unknown_top_level_key_suggests_the_closest(tmp_path):
+    err = error_of(tmp_path, GOOD + "repeat: 3\n")
+    assert (err.file, err.line, err.col, err.key) == (str(tmp_path / "exp.yaml"), 11, 1, "repeat")
+    assert "unknown key `repeat`" in str(err) and "did you mean `repeats`?" in str(err)
+
+
+def test_unknown_nested_key_names_line_column_and_path(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("  nodes: 1", "  nodse: 1"))
+    assert (err.line, err.col, err.key) == (5, 3, "resources.nodse")
+    assert "did you mean `nodes`?" in str(err)
+    assert str(err).startswith(f"{tmp_path / 'exp.yaml'}:5:3: resources.nodse: unknown key")
+
+
+def test_unknown_parameter_for_the_kind_suggests(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("  algorithms:", "  algoritms:"))
+    assert (err.line, err.col, err.key) == (8, 3, "sweep.algoritms")
+    assert "unknown parameter `algoritms` for kind collective" in str(err)
+    assert "did you mean `algorithms`?" in str(err)
+
+
+def test_bad_value_in_a_sweep_list_points_at_the_element(tmp_path):
+    text = GOOD.replace("kind: collective", "kind: inference").replace(
+        "sweep:\n  algorithms: [gloo, reference]\nfixed:\n  sizes: {from: 1KiB, to: 4KiB, factor: 2}\n",
+        "sweep:\n  tp: [1, two]\nfixed:\n  model: m\n  batch_size: 1\n  prompt_len: 8\n  decode_len: 8\n"
+        "  allreduce: nccl\n")
+    err = error_of(tmp_path, text)
+    assert (err.line, err.col, err.key) == (8, 11, "sweep.tp[1]")
+    assert "expected an integer >= 1, got 'two'" in str(err)
+
+
+def test_enum_value_suggests(tmp_path):
+    text = GOOD.replace("fixed:\n", "fixed:\n  dtype: bf61\n")
+    err = error_of(tmp_path, text)
+    assert (err.line, err.col, err.key) == (10, 10, "fixed.dtype")
+    assert "did you mean `bf16`?" in str(err)
+
+
+def test_missing_required_key_points_at_the_parent(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("kind: collective\n", ""))
+    assert "missing required key `kind`" in str(err) and err.line == 1
+
+
+def test_kind_needs_its_payload_parameters(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("fixed:\n  sizes: {from: 1KiB, to: 4KiB, factor: 2}\n", ""))
+    assert "needs `sizes`" in str(err) and (err.line, err.key) == (3, "kind")
+
+
+def test_bad_walltime_and_name(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("walltime: 10m", "walltime: soon"))
+    assert (err.line, err.col, err.key) == (6, 13, "resources.walltime") and "00:20:00" in str(err)
+    err = error_of(tmp_path, GOOD.replace("name: demo", "name: Demo Run"))
+    assert (err.line, err.key) == (2, "name") and "lower-case" in str(err)
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    err = error_of(tmp_path, GOOD + "sweep:\n  graphs: [true]\n")
+    assert err.line == 11 and "duplicate key `sweep` (first written on line 7)" in str(err)
+
+
+def test_yaml_syntax_error_has_a_position(tmp_path):
+    err = error_of(tmp_path, GOOD + "fixed: [unclosed\n")
+    assert err.line is not None and "invalid YAML" in str(err)
+
+
+def test_same_name_in_two_places(tmp_path):
+    err = error_of(tmp_path, GOOD + "derived:\n  sizes: 1024\n")
+    assert (err.line, err.key) == (12, "derived.sizes") and "already defined at fixed.sizes" in str(err)
+
+
+def test_list_in_fixed_for_a_scalar_parameter(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("fixed:\n", "fixed:\n  iterations: [10, 20]\n"))
+    assert err.line == 10 and "move `iterations` to `sweep`" in str(err)
+
+
+def test_zip_members_need_equal_lengths(tmp_path):
+    text = GOOD.replace("sweep:\n  algorithms: [gloo, reference]\n",
+                        "sweep:\n  algorithms: [gloo]\n  zip:\n    iterations: [10, 20]\n    warmup: [1, 2, 3]\n")
+    err = error_of(tmp_path, text)
+    assert (err.line, err.key) == (11, "sweep.zip.warmup") and "equal lengths" in str(err)
+
+
+def test_derived_expression_checked_at_load(tmp_path):
+    err = error_of(tmp_path, GOOD + "derived:\n  x_half: nodez // 2\n")
+    assert (err.line, err.col, err.key) == (12, 11, "derived.x_half")
+    assert "unknown name `nodez`" in str(err) and "did you mean `nodes`?" in str(err)
+    err = error_of(tmp_path, GOOD + "derived:\n  x_a: open('f')\n")
+    assert err.line == 12 and "unknown function `open`" in str(err)
+    err = error_of(tmp_path, GOOD + "derived:\n  x_a: x_b + 1\n  x_b: x_a + 1\n")
+    assert "cycle" in str(err)
+
+
+def test_exclusion_names_checked(tmp_path):
+    err = error_of(tmp_path, GOOD + "exclude:\n  - {algoritms: gloo}\n")
+    assert (err.line, err.key) == (12, "exclude[0].algoritms") and "did you mean `algorithms`?" in str(err)
+    err = error_of(tmp_path, GOOD + "exclude:\n  - \"nods > 1\"\n")
+    assert (err.line, err.key) == (12, "exclude[0]") and "did you mean `nodes`?" in str(err)
+
+
+def test_version_must_be_known(tmp_path):
+    err = error_of(tmp_path, GOOD.replace("version: 1", "version: 7"))
+    assert (err.line, err.key) == (1, "version")
+
+
+def test_env_names_checked(tmp_path):
+    err = error_of(tmp_path, GOOD + "env:\n  'BAD NAME': 1\n")
+    assert (err.line, err.key) == (12, "env.BAD NAME")
+
+
+def test_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_experiment(tmp_path / "nope.yaml")
+
+
+def test_several_errors_are_all_listed(tmp_path):
+    err = error_of(tmp_path, GOOD + "repeat: 3\ndescriptoin: x\n")
+    assert "repeat" in str(err) and "also:" in str(err) and ":12:1: descriptoin" in str(err)
