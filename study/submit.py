@@ -59,6 +59,20 @@ class Session:
         self.close()
 
 
+def workspace_arg(value: str) -> Path:
+    """A rendered workspace named on the command line; InputError (exit 2) when it is not one."""
+    path = Path(value)
+    if not path.is_dir():
+        raise InputError("no such workspace folder", key=value)
+    if not (path / "plan.json").is_file():
+        raise InputError("not a workspace: plan.json is missing (render it or submit FILE first)", key=value)
+    return path.resolve()
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "running", "pending", "planned"))
+
+
 def workspace_tag(workspace: Path) -> str:
     return hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:6]
 

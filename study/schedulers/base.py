@@ -89,14 +89,20 @@ class Scheduler(ABC):
         """Jobs, queued or finished, whose name is one of `names`: the tags the harness gives its jobs."""
 
     def _run(
-        self, argv: Sequence[str], *, input_text: str | None = None, timeout: float = 120, check: bool = True
+        self,
+        argv: Sequence[str],
+        *,
+        input_text: str | None = None,
+        timeout: float = 120,
+        check: bool = True,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess:
         """Run a scheduler command; a missing binary or a non-zero exit becomes a SchedulerError."""
         if shutil.which(argv[0]) is None:
             raise SchedulerError(f"{argv[0]}: command not found (is this a {self.name} system?)")
         try:
             proc = subprocess.run(
-                list(argv), capture_output=True, text=True, input=input_text, timeout=timeout
+                list(argv), capture_output=True, text=True, input=input_text, timeout=timeout, cwd=cwd
             )
         except subprocess.TimeoutExpired as exc:
             raise SchedulerError(f"{' '.join(argv)}: no answer within {timeout:.0f} s") from exc

@@ -1,0 +1,36 @@
+"""`study collect WORKSPACE`: each run's last good attempt → dataset.parquet/.csv and timers.parquet/.csv."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "collect the workspace's results into dataset.parquet/.csv and timers.parquet/.csv"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workspace", metavar="WORKSPACE", help="a rendered workspace folder")
+    parser.add_argument(
+        "--no-refresh",
+        action="store_true",
+        help="do not ask the scheduler first (collect what the folders and state say)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from study.collect import collect_workspace
+    from study.state import has_state
+    from study.submit import workspace_arg
+
+    workspace = workspace_arg(args.workspace)
+    if has_state(workspace) and not args.no_refresh:
+        from study.submit import open_session, refresh
+
+        with open_session(workspace) as session:
+            refresh(session)
+    collected = collect_workspace(
+        workspace, on_problem=lambda p: print(f"warning: skipped {p}", file=sys.stderr)
+    )
+    print(f"wrote {workspace / 'dataset.parquet'} (+.csv) and {workspace / 'timers.parquet'} (+.csv)")
+    print(f"collected {workspace.name}: {collected.summary()}")
+    return 1 if collected.counts.get("failed") else 0

@@ -1,0 +1,89 @@
+"""`study run FILE`: render, submit, follow the runs live, wait, collect (and with --report, report).
+
+Ctrl-C cancels the workspace's jobs (on `local`, their whole process groups), records their state
+and exits 130; `study status` and `study rerun --failed` carry on from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "render, submit, watch and collect an experiment (on this machine by default)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="experiment YAML file")
+    parser.add_argument("--system", help="system to run on (default: the experiment's)")
+    parser.add_argument("--workspace", help="workspace folder (default: workspaces/<experiment>)")
+    parser.add_argument("--account", help="scheduler account")
+    parser.add_argument(
+        "--max-parallel",
+        type=int,
+        metavar="N",
+        help="local system: runs at once (default: cores / ranks of the widest run)",
+    )
+    parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between status checks")
+    parser.add_argument("--report", action="store_true", help="write the analysis report after collecting")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="render nothing, submit nothing: show the plan"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from study.collect import collect_workspace
+    from study.errors import InputError
+    from study.progress import RunProgress
+    from study.render import render_workspace
+    from study.submit import cancel, counts_line, open_session, refresh, submit_planned, wait
+
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise InputError("must be at least 1", key="--max-parallel")
+    if not Path(args.file).is_file():
+        raise InputError("no such experiment file", key=args.file)
+    plan = render_workspace(
+        args.file, system=args.system, workspace=args.workspace, account=args.account, dry_run=args.dry_run
+    )
+    if args.dry_run:
+        for job in plan.jobs:
+            print(f"would submit {job.name}: {job.script} ({len(job.runs)} runs)")
+        print(
+            f"dry run: {len(plan.runs)} runs in {len(plan.jobs)} {plan.scheduler} jobs on {plan.system}; "
+            f"nothing written"
+        )
+        return 0
+    workspace = Path(plan.workspace)
+    with open_session(workspace, max_parallel=args.max_parallel) as session:
+        submit_planned(session)
+        total = len(session.state.runs())
+        try:
+            with RunProgress(total, plan.experiment) as progress:
+                counts = wait(session, interval_s=args.poll, on_update=progress.update)
+        except KeyboardInterrupt:
+            ids = cancel(session, echo=lambda _: None)
+            counts = refresh(session)
+            print(f"interrupted: cancelled {len(ids)} jobs; runs: {counts_line(counts)}", file=sys.stderr)
+            return 130
+    collected = collect_workspace(
+        workspace, on_problem=lambda p: print(f"warning: skipped {p}", file=sys.stderr)
+    )
+    if args.report:
+        _report(workspace)
+    print(f"{plan.experiment}: {collected.summary()}; dataset {workspace / 'dataset.parquet'}")
+    return 1 if collected.counts.get("failed") or counts.get("failed") else 0
+
+
+def _report(workspace: Path) -> None:
+    """The analysis report, if this installation has it; its absence is a note, not a failure."""
+    try:
+        from analysis import report
+    except ImportError:
+        print("note: analysis.report is not available; skipped the report", file=sys.stderr)
+        return
+    build = getattr(report, "build_report", None) or getattr(report, "write_report", None)
+    if build is None:
+        print("note: analysis.report has no build_report(workspace); skipped the report", file=sys.stderr)
+        return
+    path = build(workspace)
+    print(f"report: {path}")
