@@ -30,7 +30,7 @@ import torch.distributed as dist
 REFERENCE_SCHEDULES = {
     "reference": "nvrar",
     "reference-ring": "ring",
-    "reference-rd": "recursive_doubling",
+    "reference-rd": "recursive-doubling",
     "reference-rabenseifner": "rabenseifner",
     "reference-tree": "tree",
 }
