@@ -1,8 +1,8 @@
 """Shared fixtures: the real Slurm cluster (tests/slurm_cluster.py) and hand-made workspaces.
 
-`make_workspace` writes plan.json and job scripts that follow the job-script contract of
-docs/internals.md (atomic attempt folders, start.json, exit.json) around a tiny payload that writes
-its results through study.results, so scheduler and collection tests do not depend on the engine.
+`make_workspace` writes a workspace whose runs execute a tiny payload (it writes its results through
+study.results, or fails in a chosen way) inside job scripts rendered by study.render, so scheduler
+and collection tests do not depend on the engine or the benchmark.
 """
 
 from __future__ import annotations
@@ -47,32 +47,6 @@ R.write_result(res)
 sys.exit(1 if behavior == "failed-result" else 0)
 """
 
-SCRIPT_HEAD = {
-    "local": "#!/bin/bash\nSTUDY_SCHEDULER_JOB_ID=${{STUDY_SCHEDULER_JOB_ID:-}}\n",
-    "slurm": "#!/bin/bash\n#SBATCH --ntasks=1\n#SBATCH --time={minutes}\n"
-    "#SBATCH --output={ws}/jobs/%x-%j.out\n"
-    "STUDY_SCHEDULER_JOB_ID=${{SLURM_JOB_ID:-}}\n",
-    "pbs": "#!/bin/bash\n#PBS -l select=1:ncpus=1\n#PBS -l walltime=00:{minutes:02d}:00\n"
-    "STUDY_SCHEDULER_JOB_ID=${{PBS_JOBID:-${{SLURM_JOB_ID:-}}}}\n",
-}
-
-SCRIPT_RUN = """
-run_dir="$STUDY_WORKSPACE/runs/{run_id}"; k=1; mkdir -p "$run_dir"
-until mkdir "$run_dir/attempt-$k" 2>/dev/null; do k=$((k + 1)); done
-export STUDY_RUN_ID={run_id} STUDY_ATTEMPT=$k STUDY_PARAMS='{params}'
-export STUDY_RESULTS="$run_dir/attempt-$k/results.json"
-start=$(date -u +%FT%TZ)
-echo '{{"start": "'$start'"}}' > "$run_dir/attempt-$k/start.json"
-( cd "$run_dir/attempt-$k" && exec {python} "$STUDY_WORKSPACE/payload.py" ) \
-  > "$run_dir/attempt-$k/stdout" 2> "$run_dir/attempt-$k/stderr" < /dev/null
-rc=$?
-printf '{{"exit_code": %d, "start": "%s", "end": "%s", "host": "%s", "scheduler_job_id": "%s"}}\\n' \
-  $rc "$start" "$(date -u +%FT%TZ)" "$(hostname)" "$STUDY_SCHEDULER_JOB_ID" \
-  > "$run_dir/attempt-$k/exit.json.tmp"
-mv -f "$run_dir/attempt-$k/exit.json.tmp" "$run_dir/attempt-$k/exit.json"
-[ $rc -eq 0 ] || failed=1
-"""
-
 
 def write_workspace(
     ws: Path,
@@ -83,54 +57,52 @@ def write_workspace(
     minutes: int = 2,
     experiment: str = "handmade",
 ) -> Path:
-    """A rendered-looking workspace: one run per entry of `behaviors` (run id → payload behaviour)."""
+    """A workspace with one run per entry of `behaviors` (run id → payload behaviour).
+
+    experiment.yaml and system.yaml are real (the CPU example and the `local` system, switched to
+    `scheduler`), plan.json lists the runs with the payload as their command, and the job scripts
+    come from study.render.render_jobs, so they are the scripts users get."""
+    import yaml
+
+    from study.config import load_experiment
+    from study.render import render_jobs
+    from study.systems import load_system
+
     ws = ws.resolve()
-    (ws / "jobs").mkdir(parents=True, exist_ok=True)
+    ws.mkdir(parents=True, exist_ok=True)
     (ws / "payload.py").write_text(PAYLOAD)
-    ids = list(behaviors)
-    runs, jobs = [], []
-    for j in range(0, len(ids), runs_per_job):
-        members = ids[j : j + runs_per_job]
-        name = f"{experiment}-j{j // runs_per_job}"
-        text = SCRIPT_HEAD[scheduler].format(ws=ws, minutes=minutes)
-        text += f"export STUDY_WORKSPACE={ws} PYTHONPATH={REPO}\nfailed=0\n"
-        for run_id in members:
-            params = json.dumps({"behavior": behaviors[run_id]})
-            text += SCRIPT_RUN.format(run_id=run_id, params=params, python=sys.executable)
-            runs.append(
-                {
-                    "run_id": run_id,
-                    "repeat": 0,
-                    "params": {"behavior": behaviors[run_id]},
-                    "nodes": 1,
-                    "gpus_per_node": 1,
-                    "world_size": 1,
-                    "walltime_s": 60 * minutes,
-                    "command": "payload.py",
-                    "job": name,
-                }
-            )
-        text += "exit $failed\n"
-        (ws / "jobs" / f"{name}.sh").write_text(text)
-        jobs.append(
-            {
-                "name": name,
-                "script": f"jobs/{name}.sh",
-                "runs": members,
-                "nodes": 1,
-                "walltime_s": 60 * minutes,
-            }
-        )
+    system = load_system("local").model_dump(mode="json")
+    system.update(name=f"test-{scheduler}", scheduler=scheduler, gpus_per_node=1)
+    (ws / "system.yaml").write_text(yaml.safe_dump(system, sort_keys=False))
+    exp = load_experiment(REPO / "experiments" / "examples" / "allreduce-local.yaml").model_dump(mode="json")
+    exp["name"], exp["system"] = experiment, system["name"]
+    exp["resources"]["runs_per_job"] = runs_per_job
+    (ws / "experiment.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    runs = [
+        {
+            "run_id": run_id,
+            "repeat": 0,
+            "params": {"behavior": behavior},
+            "nodes": 1,
+            "gpus_per_node": 1,
+            "world_size": 1,
+            "walltime_s": 60 * minutes,
+            "command": f"{sys.executable} {ws / 'payload.py'}",
+            "job": "",
+        }
+        for run_id, behavior in behaviors.items()
+    ]
     plan = {
         "schema": "study.plan/1",
         "experiment": experiment,
-        "system": "local" if scheduler == "local" else None,
+        "system": system["name"],
         "scheduler": scheduler,
         "workspace": str(ws),
         "runs": runs,
-        "jobs": jobs,
+        "jobs": [],
     }
     (ws / "plan.json").write_text(json.dumps(plan, indent=1))
+    render_jobs(ws, list(behaviors), "t")
     return ws
 
 

@@ -14,7 +14,9 @@ HELP = "render, submit, watch and collect an experiment (on this machine by defa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="experiment YAML file")
+    parser.add_argument(
+        "file", metavar="FILE|WORKSPACE", help="experiment YAML file, or a rendered workspace"
+    )
     parser.add_argument("--system", help="system to run on (default: the experiment's)")
     parser.add_argument("--workspace", help="workspace folder (default: workspaces/<experiment>)")
     parser.add_argument("--account", help="scheduler account")
@@ -32,33 +34,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.collect import collect_workspace
+    from study.collect import collect_workspace, load_plan_json
     from study.errors import InputError
     from study.progress import RunProgress
     from study.render import render_workspace
-    from study.submit import cancel, counts_line, open_session, refresh, submit_planned, wait
+    from study.submit import cancel, counts_line, open_session, refresh, submit_planned, wait, workspace_arg
 
     if args.max_parallel is not None and args.max_parallel < 1:
         raise InputError("must be at least 1", key="--max-parallel")
-    if not Path(args.file).is_file():
-        raise InputError("no such experiment file", key=args.file)
-    plan = render_workspace(
-        args.file, system=args.system, workspace=args.workspace, account=args.account, dry_run=args.dry_run
-    )
-    if args.dry_run:
-        for job in plan.jobs:
-            print(f"would submit {job.name}: {job.script} ({len(job.runs)} runs)")
-        print(
-            f"dry run: {len(plan.runs)} runs in {len(plan.jobs)} {plan.scheduler} jobs on {plan.system}; "
-            f"nothing written"
+    target = Path(args.file)
+    if target.is_dir():
+        workspace = workspace_arg(args.file)
+        experiment = load_plan_json(workspace).get("experiment", workspace.name)
+        if args.dry_run:
+            print(f"dry run: would submit the unsubmitted jobs of {workspace} and wait for them")
+            return 0
+    elif target.is_file():
+        plan = render_workspace(
+            args.file,
+            system=args.system,
+            workspace=args.workspace,
+            account=args.account,
+            dry_run=args.dry_run,
         )
-        return 0
-    workspace = Path(plan.workspace)
+        if args.dry_run:
+            for job in plan.jobs:
+                print(f"would submit {job.name}: {job.script} ({len(job.runs)} runs)")
+            print(
+                f"dry run: {len(plan.runs)} runs in {len(plan.jobs)} {plan.scheduler} jobs on {plan.system}; "
+                f"nothing written"
+            )
+            return 0
+        workspace, experiment = Path(plan.workspace), plan.experiment
+    else:
+        raise InputError("no such experiment file or workspace folder", key=args.file)
     with open_session(workspace, max_parallel=args.max_parallel) as session:
         submit_planned(session)
         total = len(session.state.runs())
         try:
-            with RunProgress(total, plan.experiment) as progress:
+            with RunProgress(total, experiment) as progress:
                 counts = wait(session, interval_s=args.poll, on_update=progress.update)
         except KeyboardInterrupt:
             ids = cancel(session, echo=lambda _: None)
@@ -70,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.report:
         _report(workspace)
-    print(f"{plan.experiment}: {collected.summary()}; dataset {workspace / 'dataset.parquet'}")
+    print(f"{experiment}: {collected.summary()}; dataset {workspace / 'dataset.parquet'}")
     return 1 if collected.counts.get("failed") or counts.get("failed") else 0
 
 
