@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from study.errors import InputError
-from study.expr import Expression, ExprError, compile_expr
+from study.expr import ExprError, Expression, compile_expr
 from study.units import parse_duration, parse_size
 from study.yamlpos import Positions, dotted, load_yaml, suggest
 
@@ -53,6 +53,7 @@ def _int_at_least(minimum: int) -> Checker:
         if value < minimum:
             raise ValueError(f"expected an integer >= {minimum}, got {value}")
         return value
+
     return check
 
 
@@ -66,8 +67,11 @@ def _one_of(*choices: str) -> Checker:
     def check(value: Any) -> str:
         if value not in choices:
             hint = suggest(str(value), choices)
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}" + (f"; {hint}" if hint else ""))
+            raise ValueError(
+                f"expected one of {', '.join(choices)}, got {value!r}" + (f"; {hint}" if hint else "")
+            )
         return value
+
     return check
 
 
@@ -99,8 +103,9 @@ def size_range(value: Mapping[str, Any]) -> dict[str, int]:
     """`{from: 64KiB, to: 2MiB, factor: 2}` in bytes; checks the keys and that the range is not empty."""
     keys = set(value)
     if keys != {"from", "to", "factor"}:
-        raise ValueError("a size range has exactly the keys from, to, factor "
-                         f"(got {', '.join(sorted(map(str, keys)))})")
+        raise ValueError(
+            f"a size range has exactly the keys from, to, factor (got {', '.join(sorted(map(str, keys)))})"
+        )
     low, high = parse_size(value["from"]), parse_size(value["to"])
     factor = _int_at_least(2)(value["factor"])
     if low < 1 or high < low:
@@ -114,16 +119,33 @@ DTYPES = ("bf16", "fp16", "fp32")
 # name -> checker, per kind; `required` are the payload's mandatory flags that have no default.
 PARAMETERS: dict[str, dict[str, Checker]] = {
     "inference": {
-        "model": _text, "tp": _int_at_least(1), "pp": _int_at_least(1), "batch_size": _int_at_least(1),
-        "prompt_len": _int_at_least(1), "decode_len": _int_at_least(1), "allreduce": _one_of(*ALLREDUCE_CHOICES),
-        "micro_batches": _int_at_least(1), "compile": _boolean, "cuda_graphs": _boolean, "breakdown": _boolean,
-        "dtype": _one_of(*DTYPES), "weights": _text, "seed": _int_at_least(0), "warmup": _int_at_least(0),
+        "model": _text,
+        "tp": _int_at_least(1),
+        "pp": _int_at_least(1),
+        "batch_size": _int_at_least(1),
+        "prompt_len": _int_at_least(1),
+        "decode_len": _int_at_least(1),
+        "allreduce": _one_of(*ALLREDUCE_CHOICES),
+        "micro_batches": _int_at_least(1),
+        "compile": _boolean,
+        "cuda_graphs": _boolean,
+        "breakdown": _boolean,
+        "dtype": _one_of(*DTYPES),
+        "weights": _text,
+        "seed": _int_at_least(0),
+        "warmup": _int_at_least(0),
         "virtual_gpus_per_node": _int_at_least(1),
     },
     "collective": {
-        "algorithms": _name_list, "sizes": _size_or_range, "dtype": _one_of(*DTYPES, "int32"),
-        "iterations": _int_at_least(1), "warmup": _int_at_least(0), "graphs": _boolean,
-        "graph_calls": _int_at_least(1), "check": _boolean, "out_of_place": _boolean,
+        "algorithms": _name_list,
+        "sizes": _size_or_range,
+        "dtype": _one_of(*DTYPES, "int32"),
+        "iterations": _int_at_least(1),
+        "warmup": _int_at_least(0),
+        "graphs": _boolean,
+        "graph_calls": _int_at_least(1),
+        "check": _boolean,
+        "out_of_place": _boolean,
         "virtual_gpus_per_node": _int_at_least(1),
     },
 }
@@ -133,8 +155,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # Values a parameter list must not be swept over element by element in `fixed`.
 LIST_VALUED = {"algorithms"}
-RESOURCE_CHECKERS: dict[str, Checker] = {"nodes": _int_at_least(1), "gpus_per_node": _int_at_least(1),
-                                         "world_size": _int_at_least(1)}
+RESOURCE_CHECKERS: dict[str, Checker] = {
+    "nodes": _int_at_least(1),
+    "gpus_per_node": _int_at_least(1),
+    "world_size": _int_at_least(1),
+}
 
 
 def checker_for(kind: str, name: str) -> Checker | None:
@@ -144,6 +169,7 @@ def checker_for(kind: str, name: str) -> Checker | None:
 
 # ---------------------------------------------------------------------------------------------------
 # The schema.
+
 
 class SchedulerOverrides(StrictModel):
     """Per-experiment overrides of the system's scheduler options (never the account: that is personal)."""
@@ -192,8 +218,10 @@ class Experiment(StrictModel):
     @classmethod
     def _name(cls, value: str) -> str:
         if not NAME_RE.match(value):
-            raise ValueError("expected lower-case letters, digits and '-', starting with a letter or digit, "
-                             f"at most 48 characters (it names the workspace and the jobs), got {value!r}")
+            raise ValueError(
+                "expected lower-case letters, digits and '-', starting with a letter or digit, "
+                f"at most 48 characters (it names the workspace and the jobs), got {value!r}"
+            )
         return value
 
     @property
@@ -240,6 +268,7 @@ class CompiledSweep:
 # ---------------------------------------------------------------------------------------------------
 # Loading.
 
+
 def load_experiment(path: str | Path) -> Experiment:
     """Load, validate and compile an experiment file; raise InputError (exit 2) on any problem."""
     data, positions = load_yaml(path)
@@ -265,7 +294,9 @@ def validate_model(cls: type[StrictModel], data: Any, positions: Positions, pref
         raise _input_error(cls, exc, positions, prefix) from None
 
 
-def _input_error(cls: type[BaseModel], exc: ValidationError, positions: Positions, prefix: tuple) -> InputError:
+def _input_error(
+    cls: type[BaseModel], exc: ValidationError, positions: Positions, prefix: tuple
+) -> InputError:
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if isinstance(p, int) or _is_key(cls, prefix, err["loc"], p))
@@ -293,7 +324,9 @@ def _input_error(cls: type[BaseModel], exc: ValidationError, positions: Position
 
 def _is_key(cls: type[BaseModel], prefix: tuple, loc: tuple, part: Any) -> bool:
     # pydantic inserts type tags such as 'int' or 'function-after[...]' for unions; keep real keys only.
-    return not (isinstance(part, str) and ("[" in part or part in {"int", "str", "float", "bool", "list", "dict"}))
+    return not (
+        isinstance(part, str) and ("[" in part or part in {"int", "str", "float", "bool", "list", "dict"})
+    )
 
 
 def _fields_at(cls: type[BaseModel], loc: tuple) -> set[str]:
@@ -325,6 +358,7 @@ def _model_in(annotation: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------
 # Compiling the sweep: every load-time check of names, values and expressions.
 
+
 def compile_sweep(experiment: Experiment) -> CompiledSweep:
     """Normalize axes, fixed values, derived expressions and exclusions; raise positioned InputErrors."""
     pos = experiment.positions
@@ -340,10 +374,14 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
 
     def check_name(name: Any, path: tuple[str | int, ...]) -> None:
         if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-            raise pos.error(path, "expected a parameter name of lower-case letters, digits and '_'", at_value=False)
+            raise pos.error(
+                path, "expected a parameter name of lower-case letters, digits and '_'", at_value=False
+            )
         if name not in known and not name.startswith("x_"):
-            hint = suggest(name, known) or (f"known parameters for kind {kind}: {', '.join(sorted(known))}; "
-                                            "names starting with x_ are free-form")
+            hint = suggest(name, known) or (
+                f"known parameters for kind {kind}: {', '.join(sorted(known))}; "
+                "names starting with x_ are free-form"
+            )
             raise pos.error(path, f"unknown parameter `{name}` for kind {kind}", at_value=False, hint=hint)
 
     def axis_values(name: str, raw: Any, path: tuple[str | int, ...]) -> list[Any]:
@@ -355,8 +393,10 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
             items = [raw]
         if not items:
             raise pos.error(path, "an empty list sweeps over nothing", at_value=True)
-        return [_check_value(kind, name, item, pos, (*path, i) if isinstance(raw, list) else path)
-                for i, item in enumerate(items)]
+        return [
+            _check_value(kind, name, item, pos, (*path, i) if isinstance(raw, list) else path)
+            for i, item in enumerate(items)
+        ]
 
     resources = experiment.resources
     for name in RESOURCE_AXES:
@@ -375,8 +415,11 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
             for g, group in enumerate(groups):
                 gpath = (*path, g) if isinstance(raw, list) else path
                 if not isinstance(group, dict) or len(group) < 1:
-                    raise pos.error(gpath, "expected a mapping of names to lists that move together "
-                                           "(or a list of such mappings)")
+                    raise pos.error(
+                        gpath,
+                        "expected a mapping of names to lists that move together "
+                        "(or a list of such mappings)",
+                    )
                 names, columns, length = [], [], None
                 for member, values in group.items():
                     mpath = (*gpath, member)
@@ -384,8 +427,11 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
                     claim(member, mpath)
                     column = axis_values(member, values, mpath)
                     if length is not None and len(column) != length:
-                        raise pos.error(mpath, f"zip members must have equal lengths: `{names[0]}` has {length} "
-                                               f"values, `{member}` has {len(column)}")
+                        raise pos.error(
+                            mpath,
+                            f"zip members must have equal lengths: `{names[0]}` has {length} "
+                            f"values, `{member}` has {len(column)}",
+                        )
                     length = len(column)
                     names.append(member)
                     columns.append(column)
@@ -401,10 +447,15 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
         check_name(name, path)
         claim(name, path)
         if isinstance(raw, list) and name not in LIST_VALUED:
-            raise pos.error(path, f"a list in `fixed` is one value, but `{name}` takes a single value",
-                            hint=f"move `{name}` to `sweep` to run each value")
+            raise pos.error(
+                path,
+                f"a list in `fixed` is one value, but `{name}` takes a single value",
+                hint=f"move `{name}` to `sweep` to run each value",
+            )
         if name in RESOURCE_AXES:
-            raise pos.error(path, f"`{name}` is a resource", at_value=False, hint=f"write it as resources.{name}")
+            raise pos.error(
+                path, f"`{name}` is a resource", at_value=False, hint=f"write it as resources.{name}"
+            )
         fixed[name] = _check_value(kind, name, raw, pos, path)
 
     derived_raw: dict[str, Expression] = {}
@@ -443,22 +494,33 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
             match = {}
             for name, value in item.items():
                 if name not in available:
-                    raise pos.error((*path, name), f"`{name}` is not a value of this sweep", at_value=False,
-                                    hint=suggest(str(name), available))
+                    raise pos.error(
+                        (*path, name),
+                        f"`{name}` is not a value of this sweep",
+                        at_value=False,
+                        hint=suggest(str(name), available),
+                    )
                 match[name] = _check_value(kind, name, value, pos, (*path, name))
             exclusions.append(Exclusion(match, None, path))
         else:
-            raise pos.error(path, "expected a mapping such as {algorithm: nvrar, nodes: 1} or an expression string")
+            raise pos.error(
+                path, "expected a mapping such as {algorithm: nvrar, nodes: 1} or an expression string"
+            )
 
     for name in experiment.env:
         if not ENV_NAME_RE.match(name):
-            raise pos.error(("env", name), "expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
-                            at_value=False)
+            raise pos.error(
+                ("env", name),
+                "expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                at_value=False,
+            )
 
     defined = set(sources) | {"tp", "pp"}
     for name in REQUIRED[kind]:
         if name not in defined:
-            raise pos.error(("kind",), f"kind {kind} needs `{name}` in sweep, fixed or derived", at_value=False)
+            raise pos.error(
+                ("kind",), f"kind {kind} needs `{name}` in sweep, fixed or derived", at_value=False
+            )
     return CompiledSweep(tuple(axes), fixed, derived, tuple(exclusions), sources)
 
 
@@ -493,29 +555,40 @@ def _expand_range(raw: dict[str, Any], pos: Positions, path: tuple[str | int, ..
             return list(range(low, high + 1, step))
     except ValueError as exc:
         raise pos.error(path, str(exc)) from None
-    raise pos.error(path, "a range has the keys {from, to, factor} or {from, to, step}, "
-                          f"got {', '.join(sorted(map(str, keys)))}")
+    raise pos.error(
+        path,
+        "a range has the keys {from, to, factor} or {from, to, step}, "
+        f"got {', '.join(sorted(map(str, keys)))}",
+    )
 
 
-def _order_derived(exprs: dict[str, Expression], available: set[str],
-                   pos: Positions) -> tuple[tuple[str, Expression], ...]:
+def _order_derived(
+    exprs: dict[str, Expression], available: set[str], pos: Positions
+) -> tuple[tuple[str, Expression], ...]:
     """Derived values in an order where each one's inputs come first; unknown names and cycles are errors."""
     for name, expr in exprs.items():
         unknown = expr.names - available - set(exprs)
         if unknown:
             missing = sorted(unknown)[0]
-            raise pos.error(("derived", name), f"`{expr.source}` uses unknown name `{missing}`",
-                            hint=suggest(missing, available | set(exprs)))
+            raise pos.error(
+                ("derived", name),
+                f"`{expr.source}` uses unknown name `{missing}`",
+                hint=suggest(missing, available | set(exprs)),
+            )
     ordered: list[tuple[str, Expression]] = []
     done: set[str] = set()
     pending = dict(exprs)
     while pending:
-        ready = [n for n, e in pending.items() if not ((e.names & set(exprs)) - done - {n})
-                 and n not in e.names]
+        ready = [
+            n for n, e in pending.items() if not ((e.names & set(exprs)) - done - {n}) and n not in e.names
+        ]
         if not ready:
             cycle = ", ".join(sorted(pending))
-            raise pos.error(("derived", sorted(pending)[0]), f"derived values depend on each other in a cycle: {cycle}",
-                            at_value=False)
+            raise pos.error(
+                ("derived", sorted(pending)[0]),
+                f"derived values depend on each other in a cycle: {cycle}",
+                at_value=False,
+            )
         for name in ready:
             ordered.append((name, pending.pop(name)))
             done.add(name)

@@ -20,17 +20,35 @@ _MAX_POWER_EXPONENT = 256
 _MAX_REPEAT = 4096
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 _CMPOPS: dict[type, Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
 }
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
-    "ceil": math.ceil, "floor": math.floor, "log2": math.log2, "sqrt": math.sqrt,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "int": int,
+    "float": float,
+    "round": round,
+    "ceil": math.ceil,
+    "floor": math.floor,
+    "log2": math.log2,
+    "sqrt": math.sqrt,
 }
 _CONSTANTS = {"true": True, "false": False, "null": None}
 
@@ -73,22 +91,41 @@ def compile_expr(source: str) -> Expression:
 
 
 _ALLOWED_NODES = (
-    ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Name, ast.Load,
-    ast.Constant, ast.Call, ast.List, ast.Tuple, ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd,
-    *_BINOPS, *_CMPOPS,
+    ast.Expression,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Name,
+    ast.Load,
+    ast.Constant,
+    ast.Call,
+    ast.List,
+    ast.Tuple,
+    ast.And,
+    ast.Or,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    *_BINOPS,
+    *_CMPOPS,
 )
 
 
 def _check_node(node: ast.AST, source: str, names: set[str], called: set[int]) -> None:
     if not isinstance(node, _ALLOWED_NODES):
-        raise ExprError(f"`{source}`: {type(node).__name__} is not allowed in an expression "
-                        f"(allowed: arithmetic, comparisons, and/or/not, `a if c else b`, "
-                        f"{', '.join(sorted(_FUNCTIONS))})")
+        raise ExprError(
+            f"`{source}`: {type(node).__name__} is not allowed in an expression "
+            f"(allowed: arithmetic, comparisons, and/or/not, `a if c else b`, "
+            f"{', '.join(sorted(_FUNCTIONS))})"
+        )
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords:
             called = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            raise ExprError(f"`{source}`: unknown function `{called}` "
-                            f"(known: {', '.join(sorted(_FUNCTIONS))})")
+            raise ExprError(
+                f"`{source}`: unknown function `{called}` (known: {', '.join(sorted(_FUNCTIONS))})"
+            )
     elif isinstance(node, ast.Name) and id(node) not in called:
         names.add(node.id)
     elif isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str | bool | None):
@@ -113,7 +150,11 @@ def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
         raise ExprError(f"unknown name `{node.id}` (known: {', '.join(sorted(values))})")
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, values), _eval(node.right, values)
-        if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > _MAX_POWER_EXPONENT:
+        if (
+            isinstance(node.op, ast.Pow)
+            and isinstance(right, int | float)
+            and abs(right) > _MAX_POWER_EXPONENT
+        ):
             raise ExprError(f"exponent {right} is larger than {_MAX_POWER_EXPONENT}")
         if isinstance(node.op, ast.Mult) and _repeats_too_much(left, right):
             raise ExprError(f"repeating a string or list more than {_MAX_REPEAT} times is not allowed")

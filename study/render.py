@@ -64,9 +64,11 @@ def directive(value: Any, option: str = "directive") -> Shell:
     """A value for a `#SBATCH` / `#PBS` line; refused if a newline, space or quote could break the line."""
     text = str(value)
     if not text or _DIRECTIVE_BAD.search(text):
-        raise InputError(f"refusing to write {text!r} into the scheduler directive {option}: "
-                         "newlines, spaces, quotes and backslashes would break the directive line",
-                         key=option)
+        raise InputError(
+            f"refusing to write {text!r} into the scheduler directive {option}: "
+            "newlines, spaces, quotes and backslashes would break the directive line",
+            key=option,
+        )
     return Shell(text)
 
 
@@ -88,9 +90,14 @@ def template_environment() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
-            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
-            finalize=_finalize)
+            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            autoescape=False,
+            finalize=_finalize,
+        )
         env.filters.update(q=shell_quote, directive=directive, envname=env_name)
         _ENV = env
     return _ENV
@@ -98,6 +105,7 @@ def template_environment() -> jinja2.Environment:
 
 # ---------------------------------------------------------------------------------------------------
 # The plan: a dataclass mirror of plan.json.
+
 
 @dataclass
 class PlanRun:
@@ -144,9 +152,15 @@ class Plan:
         raise KeyError(run_id)
 
     def to_json(self) -> dict[str, Any]:
-        data = {"schema": self.schema, "experiment": self.experiment, "system": self.system,
-                "scheduler": self.scheduler, "workspace": self.workspace,
-                "runs": [asdict(r) for r in self.runs], "jobs": [asdict(j) for j in self.jobs]}
+        data = {
+            "schema": self.schema,
+            "experiment": self.experiment,
+            "system": self.system,
+            "scheduler": self.scheduler,
+            "workspace": self.workspace,
+            "runs": [asdict(r) for r in self.runs],
+            "jobs": [asdict(j) for j in self.jobs],
+        }
         if self.previous_runs:
             data["previous_runs"] = [asdict(r) for r in self.previous_runs]
         return data
@@ -155,14 +169,20 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> Plan:
         if data.get("schema") != PLAN_SCHEMA:
             raise InputError(f"expected schema {PLAN_SCHEMA}, got {data.get('schema')!r}", key="schema")
-        return cls(experiment=data["experiment"], system=data["system"], scheduler=data["scheduler"],
-                   workspace=data["workspace"], runs=[PlanRun(**r) for r in data["runs"]],
-                   jobs=[Job(**j) for j in data["jobs"]],
-                   previous_runs=[PlanRun(**r) for r in data.get("previous_runs", [])])
+        return cls(
+            experiment=data["experiment"],
+            system=data["system"],
+            scheduler=data["scheduler"],
+            workspace=data["workspace"],
+            runs=[PlanRun(**r) for r in data["runs"]],
+            jobs=[Job(**j) for j in data["jobs"]],
+            previous_runs=[PlanRun(**r) for r in data.get("previous_runs", [])],
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Rendering.
+
 
 @dataclass
 class _Context:
@@ -174,7 +194,9 @@ class _Context:
     @property
     def options(self) -> dict[str, Any]:
         merged = self.system.scheduler_options.model_dump()
-        merged.update({k: v for k, v in self.experiment.resources.scheduler.model_dump().items() if v is not None})
+        merged.update(
+            {k: v for k, v in self.experiment.resources.scheduler.model_dump().items() if v is not None}
+        )
         return merged
 
     @property
@@ -192,9 +214,14 @@ def render_command(run: Run, ctx: _Context) -> Shell:
     p = dict(run.params)
     common = {"p": p, "device": "cuda" if ctx.system.has_gpus else "cpu"}
     payload = Shell(env.get_template(f"commands/{ctx.experiment.kind}.j2").render(common).strip())
-    values = {"run": {"nodes": run.nodes, "world_size": run.world_size, "ranks_per_node": run.gpus_per_node},
-              "options": ctx.options, "launcher_options": ctx.system.launcher_options,
-              "python": ctx.python, "payload": payload, "scheduler": ctx.system.scheduler}
+    values = {
+        "run": {"nodes": run.nodes, "world_size": run.world_size, "ranks_per_node": run.gpus_per_node},
+        "options": ctx.options,
+        "launcher_options": ctx.system.launcher_options,
+        "python": ctx.python,
+        "payload": payload,
+        "scheduler": ctx.system.scheduler,
+    }
     return Shell(env.get_template(f"launchers/{ctx.system.launcher}.j2").render(values).strip())
 
 
@@ -208,22 +235,49 @@ def _group_jobs(runs: list[Run], runs_per_job: int) -> list[list[Run]]:
     groups: dict[tuple[int, int], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.nodes, run.gpus_per_node), []).append(run)
-    return [members[i:i + runs_per_job] for members in groups.values() for i in range(0, len(members), runs_per_job)]
+    return [
+        members[i : i + runs_per_job]
+        for members in groups.values()
+        for i in range(0, len(members), runs_per_job)
+    ]
 
 
 def _render_script(ctx: _Context, name: str, runs: list[PlanRun]) -> str:
     workspace = str(ctx.workspace)
-    job = {"name": name, "nodes": runs[0].nodes, "ranks_per_node": runs[0].gpus_per_node,
-           "walltime": format_walltime(sum(r.walltime_s for r in runs)),
-           "comment": "study:" + ",".join(r.run_id for r in runs),
-           "output": f"{workspace}/jobs/{name}" + (".%j.out" if ctx.system.scheduler == "slurm" else ".out"),
-           "runs": [{"run_id": r.run_id, "repeat": r.repeat, "command": Shell(r.command),
-                     "params_json": json.dumps(r.params, sort_keys=True, separators=(",", ":"))} for r in runs]}
-    env_items = sorted({**{k: _env_text(v) for k, v in ctx.system.env.items()},
-                        **{k: _env_text(v) for k, v in ctx.experiment.env.items()}}.items())
-    values = {"job": job, "system": ctx.system, "options": ctx.options, "account": ctx.account,
-              "experiment": ctx.experiment.name, "workspace": workspace, "modules": ctx.system.modules,
-              "env": env_items, "pythonpath": str(REPO_ROOT)}
+    job = {
+        "name": name,
+        "nodes": runs[0].nodes,
+        "ranks_per_node": runs[0].gpus_per_node,
+        "walltime": format_walltime(sum(r.walltime_s for r in runs)),
+        "comment": "study:" + ",".join(r.run_id for r in runs),
+        "output": f"{workspace}/jobs/{name}" + (".%j.out" if ctx.system.scheduler == "slurm" else ".out"),
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "repeat": r.repeat,
+                "command": Shell(r.command),
+                "params_json": json.dumps(r.params, sort_keys=True, separators=(",", ":")),
+            }
+            for r in runs
+        ],
+    }
+    env_items = sorted(
+        {
+            **{k: _env_text(v) for k, v in ctx.system.env.items()},
+            **{k: _env_text(v) for k, v in ctx.experiment.env.items()},
+        }.items()
+    )
+    values = {
+        "job": job,
+        "system": ctx.system,
+        "options": ctx.options,
+        "account": ctx.account,
+        "experiment": ctx.experiment.name,
+        "workspace": workspace,
+        "modules": ctx.system.modules,
+        "env": env_items,
+        "pythonpath": str(REPO_ROOT),
+    }
     return template_environment().get_template(f"{ctx.system.scheduler}.sh.j2").render(values)
 
 
@@ -236,23 +290,36 @@ def _env_text(value: Any) -> str:
 def _check_account(system: System, account: str | None) -> str | None:
     account = resolve_account(system, account)
     if system.requires_account and not account:
-        raise InputError(f"system {system.name} needs an account: pass --account, set STUDY_ACCOUNT, or add "
-                         f"`accounts: {{{system.name}: YOUR_ACCOUNT}}` to ~/.config/study/config.yaml",
-                         key="account")
+        raise InputError(
+            f"system {system.name} needs an account: pass --account, set STUDY_ACCOUNT, or add "
+            f"`accounts: {{{system.name}: YOUR_ACCOUNT}}` to ~/.config/study/config.yaml",
+            key="account",
+        )
     return account
 
 
-def build_plan(experiment: Experiment, system: System, workspace: Path, account: str | None,
-               scripts: bool = True) -> tuple[Plan, dict[str, str]]:
+def build_plan(
+    experiment: Experiment, system: System, workspace: Path, account: str | None, scripts: bool = True
+) -> tuple[Plan, dict[str, str]]:
     """The plan and (unless `scripts` is False) every script's text, in memory; nothing is written."""
     ctx = _Context(experiment, system, workspace, account)
     runs = expand(experiment, system)
-    plan = Plan(experiment=experiment.name, system=system.name, scheduler=system.scheduler,
-                workspace=str(workspace))
+    plan = Plan(
+        experiment=experiment.name, system=system.name, scheduler=system.scheduler, workspace=str(workspace)
+    )
     by_id: dict[str, PlanRun] = {}
     for run in runs:
-        planned = PlanRun(run.run_id, run.repeat, run.params, run.nodes, run.gpus_per_node, run.world_size,
-                          run.walltime_s, str(render_command(run, ctx)), job="")
+        planned = PlanRun(
+            run.run_id,
+            run.repeat,
+            run.params,
+            run.nodes,
+            run.gpus_per_node,
+            run.world_size,
+            run.walltime_s,
+            str(render_command(run, ctx)),
+            job="",
+        )
         by_id[run.run_id] = planned
         plan.runs.append(planned)
     texts: dict[str, str] = {}
@@ -268,9 +335,13 @@ def build_plan(experiment: Experiment, system: System, workspace: Path, account:
     return plan, texts
 
 
-def render_workspace(experiment_path: str | Path, system: str | Path | None = None,
-                     workspace: str | Path | None = None, account: str | None = None,
-                     dry_run: bool = False) -> Plan:
+def render_workspace(
+    experiment_path: str | Path,
+    system: str | Path | None = None,
+    workspace: str | Path | None = None,
+    account: str | None = None,
+    dry_run: bool = False,
+) -> Plan:
     """Render `experiment_path` for `system` (default: the experiment's) into `workspace`.
 
     Writes experiment.yaml (resolved copy), system.yaml, plan.csv, plan.json, jobs/*.sh and
@@ -287,8 +358,10 @@ def render_workspace(experiment_path: str | Path, system: str | Path | None = No
     old = _read_plan(ws)
     if old is not None:
         if old.experiment != plan.experiment:
-            raise InputError(f"workspace {ws} holds experiment {old.experiment!r}, not {plan.experiment!r}",
-                             hint="choose another --workspace")
+            raise InputError(
+                f"workspace {ws} holds experiment {old.experiment!r}, not {plan.experiment!r}",
+                hint="choose another --workspace",
+            )
         current = {r.run_id for r in plan.runs}
         kept = {r.run_id: r for r in old.previous_runs}
         kept.update({r.run_id: r for r in old.runs})
@@ -308,8 +381,7 @@ def render_workspace(experiment_path: str | Path, system: str | Path | None = No
     return plan
 
 
-def render_jobs(workspace: str | Path, run_ids: list[str], tag: str,
-                account: str | None = None) -> list[Job]:
+def render_jobs(workspace: str | Path, run_ids: list[str], tag: str, account: str | None = None) -> list[Job]:
     """New job scripts for `run_ids` of an existing workspace (e.g. `rerun --failed`), added to plan.json.
 
     Names are `<experiment>-<tag>-<hash>` and never reuse an existing script's name. The workspace's
@@ -336,7 +408,7 @@ def render_jobs(workspace: str | Path, run_ids: list[str], tag: str,
     files: dict[str, str] = {}
     for members in groups.values():
         for i in range(0, len(members), per_job):
-            chunk = members[i:i + per_job]
+            chunk = members[i : i + per_job]
             ids = [r.run_id for r in chunk]
             name, n = _job_name(experiment.name, ids, tag), 2
             while name in taken:
@@ -381,8 +453,10 @@ def plan_csv(plan: Plan) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(fixed + names)
     for r in plan.runs:
-        writer.writerow([r.run_id, r.repeat, r.job, r.nodes, r.gpus_per_node, r.world_size, r.walltime_s]
-                        + [_cell(r.params.get(n)) for n in names])
+        writer.writerow(
+            [r.run_id, r.repeat, r.job, r.nodes, r.gpus_per_node, r.world_size, r.walltime_s]
+            + [_cell(r.params.get(n)) for n in names]
+        )
     return out.getvalue()
 
 

@@ -23,7 +23,7 @@ from study.systems import System
 
 @dataclass(frozen=True)
 class Run:
-    """One run of the sweep: `params` holds every resolved value, including nodes, gpus_per_node, world_size."""
+    """One run of the sweep; `params` holds every resolved value, nodes, gpus_per_node and world_size too."""
 
     run_id: str
     repeat: int
@@ -36,8 +36,12 @@ class Run:
 
 def run_id_for(experiment_name: str, params: dict[str, Any], repeat: int) -> str:
     """12 hex digits of SHA-256 over canonical JSON (sorted keys), so key order never changes an id."""
-    text = json.dumps({"experiment": experiment_name, "params": params, "repeat": repeat},
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = json.dumps(
+        {"experiment": experiment_name, "params": params, "repeat": repeat},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -73,12 +77,16 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
                 try:
                     result = checker(result)
                 except ValueError as exc:
-                    raise pos.error(("derived", name), f"`{expression.source}` gave {result!r}: {exc} "
-                                                       f"(with {_describe(values)})") from None
+                    raise pos.error(
+                        ("derived", name),
+                        f"`{expression.source}` gave {result!r}: {exc} (with {_describe(values)})",
+                    ) from None
             values[name] = result
         if values["world_size"] != capacity:
-            raise pos.error(compiled.sources.get("world_size", ("derived",)),
-                            f"world_size {values['world_size']} differs from nodes x gpus_per_node = {capacity}")
+            raise pos.error(
+                compiled.sources.get("world_size", ("derived",)),
+                f"world_size {values['world_size']} differs from nodes x gpus_per_node = {capacity}",
+            )
         _apply_kind_defaults(kind, values, experiment)
         if _excluded(values, compiled.exclusions, pos):
             excluded += 1
@@ -88,15 +96,29 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
         for repeat in range(experiment.repeats):
             run_id = run_id_for(experiment.name, params, repeat)
             if run_id in seen:
-                raise InputError(f"duplicate runs: two points of the sweep resolve to the same parameters "
-                                 f"({_describe(params)}); remove the repeated value",
-                                 file=experiment.path, key="sweep")
+                raise InputError(
+                    f"duplicate runs: two points of the sweep resolve to the same parameters "
+                    f"({_describe(params)}); remove the repeated value",
+                    file=experiment.path,
+                    key="sweep",
+                )
             seen[run_id] = params
-            runs.append(Run(run_id, repeat, params, params["nodes"], params["gpus_per_node"],
-                            params["world_size"], walltime_s))
+            runs.append(
+                Run(
+                    run_id,
+                    repeat,
+                    params,
+                    params["nodes"],
+                    params["gpus_per_node"],
+                    params["world_size"],
+                    walltime_s,
+                )
+            )
     if not runs:
         reason = f"all {excluded} points are excluded" if excluded else "no points"
-        raise InputError(f"the sweep is empty: {reason}", file=experiment.path, key="exclude" if excluded else "sweep")
+        raise InputError(
+            f"the sweep is empty: {reason}", file=experiment.path, key="exclude" if excluded else "sweep"
+        )
     return runs
 
 
@@ -107,21 +129,29 @@ def _apply_kind_defaults(kind: str, values: dict[str, Any], experiment: Experime
         pp = values.setdefault("pp", 1)
         if "tp" not in values:
             if values["world_size"] % pp:
-                raise pos.error(sources.get("pp", ("kind",)),
-                                f"world_size {values['world_size']} is not a multiple of pp {pp}")
+                raise pos.error(
+                    sources.get("pp", ("kind",)),
+                    f"world_size {values['world_size']} is not a multiple of pp {pp}",
+                )
             values["tp"] = values["world_size"] // pp
         if values["tp"] * pp != values["world_size"]:
-            raise pos.error(sources.get("tp", ("kind",)),
-                            f"tp x pp = {values['tp']} x {pp} = {values['tp'] * pp} must equal world_size "
-                            f"{values['world_size']} (nodes {values['nodes']} x gpus_per_node {values['gpus_per_node']})")
+            raise pos.error(
+                sources.get("tp", ("kind",)),
+                f"tp x pp = {values['tp']} x {pp} = {values['tp'] * pp} must equal world_size "
+                f"{values['world_size']} (nodes {values['nodes']} x gpus_per_node {values['gpus_per_node']})",
+            )
         micro = values.get("micro_batches")
         if micro is not None and micro > values["batch_size"]:
-            raise pos.error(sources.get("micro_batches", ("kind",)),
-                            f"micro_batches {micro} exceeds batch_size {values['batch_size']}")
+            raise pos.error(
+                sources.get("micro_batches", ("kind",)),
+                f"micro_batches {micro} exceeds batch_size {values['batch_size']}",
+            )
     virtual = values.get("virtual_gpus_per_node")
     if virtual is not None and values["world_size"] % virtual:
-        raise pos.error(sources.get("virtual_gpus_per_node", ("kind",)),
-                        f"world_size {values['world_size']} is not a multiple of virtual_gpus_per_node {virtual}")
+        raise pos.error(
+            sources.get("virtual_gpus_per_node", ("kind",)),
+            f"world_size {values['world_size']} is not a multiple of virtual_gpus_per_node {virtual}",
+        )
 
 
 def _excluded(values: dict[str, Any], exclusions: tuple, pos: Any) -> bool:
@@ -142,12 +172,16 @@ def _check_resources(values: dict[str, Any], system: System, experiment: Experim
     sources = experiment.compiled.sources
     pos = experiment.positions
     if system.has_gpus and values["gpus_per_node"] > system.gpus_per_node:
-        raise pos.error(sources.get("gpus_per_node", ("resources",)),
-                        f"{values['gpus_per_node']} GPUs per node asked, but {system.name} has "
-                        f"{system.gpus_per_node} per node")
+        raise pos.error(
+            sources.get("gpus_per_node", ("resources",)),
+            f"{values['gpus_per_node']} GPUs per node asked, but {system.name} has "
+            f"{system.gpus_per_node} per node",
+        )
     if system.max_nodes is not None and values["nodes"] > system.max_nodes:
-        raise pos.error(sources.get("nodes", ("resources",)),
-                        f"{values['nodes']} nodes asked, but {system.name} offers at most {system.max_nodes}")
+        raise pos.error(
+            sources.get("nodes", ("resources",)),
+            f"{values['nodes']} nodes asked, but {system.name} offers at most {system.max_nodes}",
+        )
 
 
 def _describe(values: dict[str, Any]) -> str:

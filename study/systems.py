@@ -127,7 +127,7 @@ def system_files(directory: Path = SYSTEMS_DIR) -> dict[str, Path]:
 
 
 def load_system(name_or_path: str | Path | None = None) -> System:
-    """A system by catalogue name (`perlmutter`) or by path to a YAML file; InputError if unknown or invalid."""
+    """A system by catalogue name (`perlmutter`) or path to a YAML file; InputError if unknown or invalid."""
     name_or_path = DEFAULT_SYSTEM if name_or_path in (None, "") else name_or_path
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or os.sep in text:
@@ -135,8 +135,10 @@ def load_system(name_or_path: str | Path | None = None) -> System:
     else:
         files = system_files()
         if text not in files:
-            raise InputError(f"unknown system `{text}`",
-                             hint=suggest(text, files) or f"known: {', '.join(files)}; or pass a path to a YAML file")
+            raise InputError(
+                f"unknown system `{text}`",
+                hint=suggest(text, files) or f"known: {', '.join(files)}; or pass a path to a YAML file",
+            )
         path = files[text]
     data, positions = load_yaml(path)
     if not isinstance(data, dict):
@@ -177,8 +179,9 @@ def resolve_account(system: System, account: str | None = None) -> str | None:
     unknown = set(data) - {"accounts", "account"}
     if unknown:
         key = sorted(unknown)[0]
-        raise positions.error((key,), f"unknown key `{key}`", at_value=False,
-                              hint=suggest(key, ["accounts", "account"]))
+        raise positions.error(
+            (key,), f"unknown key `{key}`", at_value=False, hint=suggest(key, ["accounts", "account"])
+        )
     accounts = data.get("accounts") or {}
     if not isinstance(accounts, dict):
         raise positions.error(("accounts",), "expected a mapping of system name to account")

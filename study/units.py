@@ -9,9 +9,16 @@ from __future__ import annotations
 import re
 
 _SIZE_UNITS = {
-    "": 1, "b": 1,
-    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "": 1,
+    "b": 1,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
@@ -35,8 +42,9 @@ def parse_size(value: object) -> int:
             if number.is_integer():
                 return int(number)
             raise ValueError(f"size {value!r} is not a whole number of bytes")
-    raise ValueError(f"expected a size such as 64KiB, 2MiB or 1MB (units B, KiB, MiB, GiB, KB, MB, GB), "
-                     f"got {value!r}")
+    raise ValueError(
+        f"expected a size such as 64KiB, 2MiB or 1MB (units B, KiB, MiB, GiB, KB, MB, GB), got {value!r}"
+    )
 
 
 def format_size(size_bytes: int) -> str:
@@ -74,7 +82,9 @@ def parse_duration(value: object) -> int:
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(compact))
             if seconds > 0 and float(seconds).is_integer():
                 return int(seconds)
-    raise ValueError(f"expected a positive duration such as 00:20:00, 1-00:00:00, 20m or 1h30m, got {value!r}")
+    raise ValueError(
+        f"expected a positive duration such as 00:20:00, 1-00:00:00, 20m or 1h30m, got {value!r}"
+    )
 
 
 def format_walltime(seconds: int) -> str:

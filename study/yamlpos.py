@@ -45,8 +45,9 @@ class Positions:
             path = path[:-1]
         return self.values.get((), (1, 1))
 
-    def error(self, path: Sequence[str | int], message: str, *, at_value: bool = True,
-              hint: str | None = None) -> InputError:
+    def error(
+        self, path: Sequence[str | int], message: str, *, at_value: bool = True, hint: str | None = None
+    ) -> InputError:
         """An InputError naming file:line:col and the dotted key path."""
         line, col = self.locate(path, at_value=at_value)
         return InputError(message, file=self.file, line=line, col=col, key=dotted(path) or None, hint=hint)
@@ -86,7 +87,9 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise InputError(f"invalid YAML: {exc.problem or exc.context}", file=file, line=line, col=col) from None
+        raise InputError(
+            f"invalid YAML: {exc.problem or exc.context}", file=file, line=line, col=col
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", file=file) from None
     finally:
@@ -101,15 +104,27 @@ def _walk(node: yaml.Node, path: Path_, positions: Positions, loader: Any) -> No
         seen: dict[Any, yaml.Node] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                raise InputError("keys must be plain scalars", file=positions.file,
-                                 line=key_node.start_mark.line + 1, col=key_node.start_mark.column + 1,
-                                 key=dotted(path) or None)
-            key = loader.construct_object(key_node) if key_node.tag != "tag:yaml.org,2002:str" else key_node.value
+                raise InputError(
+                    "keys must be plain scalars",
+                    file=positions.file,
+                    line=key_node.start_mark.line + 1,
+                    col=key_node.start_mark.column + 1,
+                    key=dotted(path) or None,
+                )
+            key = (
+                loader.construct_object(key_node)
+                if key_node.tag != "tag:yaml.org,2002:str"
+                else key_node.value
+            )
             if key in seen:
                 first = seen[key].start_mark.line + 1
-                raise InputError(f"duplicate key `{key}` (first written on line {first})", file=positions.file,
-                                 line=key_node.start_mark.line + 1, col=key_node.start_mark.column + 1,
-                                 key=dotted((*path, key)))
+                raise InputError(
+                    f"duplicate key `{key}` (first written on line {first})",
+                    file=positions.file,
+                    line=key_node.start_mark.line + 1,
+                    col=key_node.start_mark.column + 1,
+                    key=dotted((*path, key)),
+                )
             seen[key] = key_node
             child = (*path, key)
             positions.keys[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)

@@ -1,4 +1,4 @@
-"""`study systems / validate / plan / render` as a user runs them: output, exit codes, nothing written on error."""
+"""`study systems / validate / plan / render` as a user runs them: output, exit codes, no writes on error."""
 
 from __future__ import annotations
 
@@ -14,11 +14,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "experiments" / "examples"
 
 
-def study(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def study(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k != "STUDY_ACCOUNT"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=full_env,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -46,7 +54,9 @@ def test_validate_examples():
 
 def test_validate_error_exit_2_with_position(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nkind: collective\nresources:\n  nodse: 2\nfixed: {sizes: 1MiB, algorithms: nccl}\n")
+    bad.write_text(
+        "name: bad\nkind: collective\nresources:\n  nodse: 2\nfixed: {sizes: 1MiB, algorithms: nccl}\n"
+    )
     done = study("validate", str(bad))
     assert done.returncode == 2
     assert f"{bad}:4:3: resources.nodse: unknown key `nodse` (did you mean `nodes`?)" in done.stderr
@@ -73,9 +83,11 @@ def test_plan_csv_and_json_need_no_account(no_user_config):
 
 
 def test_plan_does_not_import_heavy_modules():
-    code = ("import sys; from study.cli import main; main(['plan', %r, '--format', 'csv']); "
-            "print([m for m in ('torch', 'pandas', 'matplotlib', 'numpy') if m in sys.modules])"
-            % str(EXAMPLES / "allreduce-latency.yaml"))
+    example = str(EXAMPLES / "allreduce-latency.yaml")
+    code = (
+        f"import sys; from study.cli import main; main(['plan', {example!r}, '--format', 'csv']); "
+        "print([m for m in ('torch', 'pandas', 'matplotlib', 'numpy') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
@@ -83,8 +95,15 @@ def test_plan_does_not_import_heavy_modules():
 
 def test_render_writes_workspace_and_summarizes(tmp_path, no_user_config):
     ws = tmp_path / "ws"
-    done = study("render", str(EXAMPLES / "allreduce-latency.yaml"), "--workspace", str(ws), "--account", "m1",
-                 env=no_user_config)
+    done = study(
+        "render",
+        str(EXAMPLES / "allreduce-latency.yaml"),
+        "--workspace",
+        str(ws),
+        "--account",
+        "m1",
+        env=no_user_config,
+    )
     assert done.returncode == 0, done.stderr
     assert "rendered 54 runs in 9 slurm jobs" in done.stdout
     assert len(list((ws / "jobs").glob("*.sh"))) == 9 and len(list((ws / "runs").iterdir())) == 54
@@ -98,16 +117,28 @@ def test_render_default_workspace_is_under_cwd(tmp_path, no_user_config):
 
 def test_render_errors_exit_2_and_write_nothing(tmp_path, no_user_config):
     ws = tmp_path / "ws"
-    done = study("render", str(EXAMPLES / "allreduce-latency.yaml"), "--workspace", str(ws), env=no_user_config)
+    done = study(
+        "render", str(EXAMPLES / "allreduce-latency.yaml"), "--workspace", str(ws), env=no_user_config
+    )
     assert done.returncode == 2 and "needs an account" in done.stderr and not ws.exists()
     bad = tmp_path / "bad.yaml"
-    bad.write_text((EXAMPLES / "allreduce-local.yaml").read_text().replace("repeats: 2", "repeats: 2\nrepeat: 3"))
+    bad.write_text(
+        (EXAMPLES / "allreduce-local.yaml").read_text().replace("repeats: 2", "repeats: 2\nrepeat: 3")
+    )
     done = study("render", str(bad), "--workspace", str(ws))
     assert done.returncode == 2 and "did you mean `repeats`?" in done.stderr and not ws.exists()
-    done = study("render", str(EXAMPLES / "allreduce-latency.yaml"), "--workspace", str(ws), "--account",
-                 "m1\n#SBATCH --qos=premium")
+    done = study(
+        "render",
+        str(EXAMPLES / "allreduce-latency.yaml"),
+        "--workspace",
+        str(ws),
+        "--account",
+        "m1\n#SBATCH --qos=premium",
+    )
     assert done.returncode == 2 and "refusing" in done.stderr and not ws.exists()
-    done = study("render", str(EXAMPLES / "allreduce-latency.yaml"), "--system", "local", "--workspace", str(ws))
+    done = study(
+        "render", str(EXAMPLES / "allreduce-latency.yaml"), "--system", "local", "--workspace", str(ws)
+    )
     assert done.returncode == 2 and "at most 1" in done.stderr and not ws.exists()
 
 
@@ -123,11 +154,25 @@ def test_account_from_environment_and_user_config(tmp_path):
     config.write_text("accounts: {polaris: MyProj}\n")
     ws = tmp_path / "ws"
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
-    done = study("render", str(EXAMPLES / "allreduce-local.yaml"), "--system", "polaris", "--workspace", str(ws),
-                 env=env)
+    done = study(
+        "render",
+        str(EXAMPLES / "allreduce-local.yaml"),
+        "--system",
+        "polaris",
+        "--workspace",
+        str(ws),
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     script = next((ws / "jobs").glob("*.sh")).read_text()
     assert "#PBS -A MyProj" in script
-    done = study("render", str(EXAMPLES / "allreduce-local.yaml"), "--system", "polaris", "--workspace", str(ws),
-                 env={**env, "STUDY_ACCOUNT": "EnvProj"})
+    done = study(
+        "render",
+        str(EXAMPLES / "allreduce-local.yaml"),
+        "--system",
+        "polaris",
+        "--workspace",
+        str(ws),
+        env={**env, "STUDY_ACCOUNT": "EnvProj"},
+    )
     assert "#PBS -A EnvProj" in next((ws / "jobs").glob("*.sh")).read_text()

@@ -77,7 +77,8 @@ def test_bad_value_in_a_sweep_list_points_at_the_element(tmp_path):
     text = GOOD.replace("kind: collective", "kind: inference").replace(
         "sweep:\n  algorithms: [gloo, reference]\nfixed:\n  sizes: {from: 1KiB, to: 4KiB, factor: 2}\n",
         "sweep:\n  tp: [1, two]\nfixed:\n  model: m\n  batch_size: 1\n  prompt_len: 8\n  decode_len: 8\n"
-        "  allreduce: nccl\n")
+        "  allreduce: nccl\n",
+    )
     err = error_of(tmp_path, text)
     assert (err.line, err.col, err.key) == (8, 11, "sweep.tp[1]")
     assert "expected an integer >= 1, got 'two'" in str(err)
@@ -128,8 +129,10 @@ def test_list_in_fixed_for_a_scalar_parameter(tmp_path):
 
 
 def test_zip_members_need_equal_lengths(tmp_path):
-    text = GOOD.replace("sweep:\n  algorithms: [gloo, reference]\n",
-                        "sweep:\n  algorithms: [gloo]\n  zip:\n    iterations: [10, 20]\n    warmup: [1, 2, 3]\n")
+    text = GOOD.replace(
+        "sweep:\n  algorithms: [gloo, reference]\n",
+        "sweep:\n  algorithms: [gloo]\n  zip:\n    iterations: [10, 20]\n    warmup: [1, 2, 3]\n",
+    )
     err = error_of(tmp_path, text)
     assert (err.line, err.key) == (11, "sweep.zip.warmup") and "equal lengths" in str(err)
 
@@ -147,7 +150,7 @@ def test_derived_expression_checked_at_load(tmp_path):
 def test_exclusion_names_checked(tmp_path):
     err = error_of(tmp_path, GOOD + "exclude:\n  - {algoritms: gloo}\n")
     assert (err.line, err.key) == (12, "exclude[0].algoritms") and "did you mean `algorithms`?" in str(err)
-    err = error_of(tmp_path, GOOD + "exclude:\n  - \"nods > 1\"\n")
+    err = error_of(tmp_path, GOOD + 'exclude:\n  - "nods > 1"\n')
     assert (err.line, err.key) == (12, "exclude[0]") and "did you mean `nodes`?" in str(err)
 
 

@@ -82,14 +82,22 @@ def directive_lines(script: str, prefix: str) -> set[str]:
 # ---------------------------------------------------------------------------------------------------
 # Directives compared with expected sets, per scheduler.
 
+
 def test_slurm_directives_perlmutter(tmp_path):
     plan, scripts = plan_for(tmp_path, "perlmutter")
     job = plan.jobs[0]
     assert directive_lines(scripts[job.script], "#SBATCH") == {
-        f"#SBATCH --job-name={job.name}", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
-        "#SBATCH --gpus-per-node=4", "#SBATCH --cpus-per-task=32", "#SBATCH --time=00:40:00",
-        "#SBATCH --account=acct0", "#SBATCH --qos=regular", "#SBATCH --constraint=gpu",
-        f"#SBATCH --comment=study:{','.join(job.runs)}", f"#SBATCH --output={WS}/jobs/{job.name}.%j.out",
+        f"#SBATCH --job-name={job.name}",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --cpus-per-task=32",
+        "#SBATCH --time=00:40:00",
+        "#SBATCH --account=acct0",
+        "#SBATCH --qos=regular",
+        "#SBATCH --constraint=gpu",
+        f"#SBATCH --comment=study:{','.join(job.runs)}",
+        f"#SBATCH --output={WS}/jobs/{job.name}.%j.out",
     }
 
 
@@ -97,9 +105,14 @@ def test_slurm_directives_vista_have_no_gpu_request(tmp_path):
     plan, scripts = plan_for(tmp_path, "vista")
     job = plan.jobs[0]
     assert directive_lines(scripts[job.script], "#SBATCH") == {
-        f"#SBATCH --job-name={job.name}", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1",
-        "#SBATCH --time=00:40:00", "#SBATCH --account=acct0", "#SBATCH --partition=gh",
-        f"#SBATCH --comment=study:{','.join(job.runs)}", f"#SBATCH --output={WS}/jobs/{job.name}.%j.out",
+        f"#SBATCH --job-name={job.name}",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --time=00:40:00",
+        "#SBATCH --account=acct0",
+        "#SBATCH --partition=gh",
+        f"#SBATCH --comment=study:{','.join(job.runs)}",
+        f"#SBATCH --output={WS}/jobs/{job.name}.%j.out",
     }
 
 
@@ -107,9 +120,15 @@ def test_pbs_directives_polaris(tmp_path):
     plan, scripts = plan_for(tmp_path, "polaris")
     job = plan.jobs[0]
     assert directive_lines(scripts[job.script], "#PBS") == {
-        f"#PBS -N {job.name}", "#PBS -l select=2:ncpus=32:ngpus=4:mpiprocs=4", "#PBS -l place=scatter",
-        "#PBS -l walltime=00:40:00", "#PBS -A acct0", "#PBS -q prod", "#PBS -l filesystems=home:eagle",
-        "#PBS -j oe", f"#PBS -o {WS}/jobs/{job.name}.out",
+        f"#PBS -N {job.name}",
+        "#PBS -l select=2:ncpus=32:ngpus=4:mpiprocs=4",
+        "#PBS -l place=scatter",
+        "#PBS -l walltime=00:40:00",
+        "#PBS -A acct0",
+        "#PBS -q prod",
+        "#PBS -l filesystems=home:eagle",
+        "#PBS -j oe",
+        f"#PBS -o {WS}/jobs/{job.name}.out",
     }
     assert 'MASTER_ADDR=$(head -n1 "$PBS_NODEFILE")' in scripts[job.script]
 
@@ -138,25 +157,73 @@ def test_experiment_overrides_scheduler_options(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Payload command lines: the flags of docs/internals.md.
 
+
 def test_collective_command_line(tmp_path):
     plan, _ = plan_for(tmp_path, "perlmutter")
     words = shlex.split(plan.runs[0].command)
     assert words[:5] == ["srun", "--nodes=2", "--ntasks=8", "--ntasks-per-node=4", "--cpus-per-task=32"]
-    payload = words[words.index("collectives.bench") + 1:]
-    assert payload == ["-b", "65536", "-e", "2097152", "-f", "2", "--algo", "nccl", "--dtype", "bf16", "-n", "100",
-                       "-w", "10", "--graphs", "--gpus-per-node", "4", "--device", "cuda", "--results",
-                       "$STUDY_RESULTS"]
+    payload = words[words.index("collectives.bench") + 1 :]
+    assert payload == [
+        "-b",
+        "65536",
+        "-e",
+        "2097152",
+        "-f",
+        "2",
+        "--algo",
+        "nccl",
+        "--dtype",
+        "bf16",
+        "-n",
+        "100",
+        "-w",
+        "10",
+        "--graphs",
+        "--gpus-per-node",
+        "4",
+        "--device",
+        "cuda",
+        "--results",
+        "$STUDY_RESULTS",
+    ]
 
 
 def test_inference_command_line(tmp_path):
     plan, _ = plan_for(tmp_path, "polaris", INFERENCE)
     words = shlex.split(plan.runs[1].command)
     assert words[:8] == ["mpiexec", "-n", "8", "--ppn", "4", "--depth", "8", "--cpu-bind"]
-    payload = words[words.index("engine.run") + 1:]
-    assert payload == ["--model", "llama-3.1-70b", "--tp", "8", "--pp", "1", "--batch-size", "16", "--prompt-len",
-                       "1024", "--decode-len", "128", "--allreduce", "nvrar", "--dtype", "bf16", "--device", "cuda",
-                       "--compile", "--no-cuda-graphs", "--micro-batches", "2", "--breakdown", "--seed", "7",
-                       "--gpus-per-node", "4", "--results", "$STUDY_RESULTS"]
+    payload = words[words.index("engine.run") + 1 :]
+    assert payload == [
+        "--model",
+        "llama-3.1-70b",
+        "--tp",
+        "8",
+        "--pp",
+        "1",
+        "--batch-size",
+        "16",
+        "--prompt-len",
+        "1024",
+        "--decode-len",
+        "128",
+        "--allreduce",
+        "nvrar",
+        "--dtype",
+        "bf16",
+        "--device",
+        "cuda",
+        "--compile",
+        "--no-cuda-graphs",
+        "--micro-batches",
+        "2",
+        "--breakdown",
+        "--seed",
+        "7",
+        "--gpus-per-node",
+        "4",
+        "--results",
+        "$STUDY_RESULTS",
+    ]
 
 
 def test_runs_pack_only_with_equal_node_counts(tmp_path):
@@ -175,8 +242,10 @@ HOSTILE = "a b; rm -rf / $(touch MARK) `touch MARK` 'q' \"d\" \\ & | > x"
 
 
 def test_hostile_values_are_quoted(tmp_path):
-    text = INFERENCE.replace("model: llama-3.1-70b", f"model: {json.dumps(HOSTILE)}") + \
-        f"env:\n  EVIL: {json.dumps(HOSTILE)}\n"
+    text = (
+        INFERENCE.replace("model: llama-3.1-70b", f"model: {json.dumps(HOSTILE)}")
+        + f"env:\n  EVIL: {json.dumps(HOSTILE)}\n"
+    )
     plan, scripts = plan_for(tmp_path, "perlmutter", text)
     words = shlex.split(plan.runs[0].command)
     assert words[words.index("--model") + 1] == HOSTILE
@@ -192,7 +261,9 @@ def test_directive_breaking_account_is_refused(tmp_path, bad):
 
 
 def test_directive_breaking_override_is_refused_and_nothing_written(tmp_path):
-    text = COLLECTIVE.replace("runs_per_job: 2}}", "runs_per_job: 2, scheduler: {{qos: \"x\\n#SBATCH --nodes=99\"}}}}")
+    text = COLLECTIVE.replace(
+        "runs_per_job: 2}}", 'runs_per_job: 2, scheduler: {{qos: "x\\n#SBATCH --nodes=99"}}}}'
+    )
     path = experiment_file(tmp_path, text)
     ws = tmp_path / "ws"
     with pytest.raises(InputError, match="--qos"):
@@ -216,6 +287,7 @@ def test_missing_account_is_an_error_at_render_only(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------------
 # Every system x kind: bash -n, and golden files (UPDATE_GOLDEN=1 rewrites them).
+
 
 def _normalize(text: str) -> str:
     return text.replace(sys.executable, "@PYTHON@").replace(str(REPO_ROOT), "@REPO@")
@@ -243,8 +315,11 @@ def test_golden_and_bash_syntax(tmp_path, system_name, kind):
 def test_golden_launchers(tmp_path, launcher, scheduler):
     base = (SYSTEMS_DIR / "generic-ib.yaml").read_text()
     system_file = tmp_path / "sys.yaml"
-    system_file.write_text(base.replace("launcher: srun", f"launcher: {launcher}")
-                           .replace("scheduler: slurm", f"scheduler: {scheduler}"))
+    system_file.write_text(
+        base.replace("launcher: srun", f"launcher: {launcher}").replace(
+            "scheduler: slurm", f"scheduler: {scheduler}"
+        )
+    )
     system = load_system(str(system_file))
     text = COLLECTIVE.replace("nodes: {nodes}", "nodes: [1, 2]")
     plan, _ = build_plan(load_experiment(experiment_file(tmp_path, text)), system, WS, None, scripts=False)
@@ -258,12 +333,19 @@ def test_golden_launchers(tmp_path, launcher, scheduler):
 # ---------------------------------------------------------------------------------------------------
 # Writing the workspace.
 
+
 def test_workspace_contents_and_determinism(tmp_path):
     path = experiment_file(tmp_path, COLLECTIVE)
     ws = tmp_path / "ws"
     plan = render_workspace(path, system="perlmutter", workspace=ws, account="a")
-    assert {p.name for p in ws.iterdir()} == {"experiment.yaml", "system.yaml", "plan.csv", "plan.json", "jobs",
-                                              "runs"}
+    assert {p.name for p in ws.iterdir()} == {
+        "experiment.yaml",
+        "system.yaml",
+        "plan.csv",
+        "plan.json",
+        "jobs",
+        "runs",
+    }
     data = json.loads((ws / "plan.json").read_text())
     assert data["schema"] == "study.plan/1" and data["workspace"] == str(ws.absolute())
     assert [r["run_id"] for r in data["runs"]] == [r.run_id for r in plan.runs]
@@ -285,19 +367,24 @@ def test_workspace_contents_and_determinism(tmp_path):
 
 def test_dry_run_writes_nothing(tmp_path):
     ws = tmp_path / "ws"
-    plan = render_workspace(experiment_file(tmp_path, COLLECTIVE), system="perlmutter", workspace=ws, account="a",
-                            dry_run=True)
+    plan = render_workspace(
+        experiment_file(tmp_path, COLLECTIVE), system="perlmutter", workspace=ws, account="a", dry_run=True
+    )
     assert len(plan.jobs) == 1 and not ws.exists()
 
 
 def test_rerender_keeps_runs_and_remembers_previous(tmp_path):
     ws = tmp_path / "ws"
-    first = render_workspace(experiment_file(tmp_path, COLLECTIVE), system="perlmutter", workspace=ws, account="a")
+    first = render_workspace(
+        experiment_file(tmp_path, COLLECTIVE), system="perlmutter", workspace=ws, account="a"
+    )
     attempt = ws / "runs" / first.runs[0].run_id / "attempt-1"
     attempt.mkdir()
     (attempt / "results.json").write_text("{}")
     changed = COLLECTIVE.replace("iterations: 100", "iterations: 200")
-    second = render_workspace(experiment_file(tmp_path, changed), system="perlmutter", workspace=ws, account="a")
+    second = render_workspace(
+        experiment_file(tmp_path, changed), system="perlmutter", workspace=ws, account="a"
+    )
     assert not {r.run_id for r in first.runs} & {r.run_id for r in second.runs}
     assert (attempt / "results.json").read_text() == "{}"
     assert {r.run_id for r in second.previous_runs} == {r.run_id for r in first.runs}
@@ -307,7 +394,9 @@ def test_rerender_keeps_runs_and_remembers_previous(tmp_path):
 
 def test_render_jobs_adds_scripts_without_collisions(tmp_path):
     ws = tmp_path / "ws"
-    plan = render_workspace(experiment_file(tmp_path, COLLECTIVE), system="perlmutter", workspace=ws, account="a")
+    plan = render_workspace(
+        experiment_file(tmp_path, COLLECTIVE), system="perlmutter", workspace=ws, account="a"
+    )
     ids = [plan.runs[1].run_id]
     first = render_jobs(ws, ids, "rerun", account="a")
     second = render_jobs(ws, ids, "rerun", account="a")
@@ -325,7 +414,9 @@ def test_workspace_of_another_experiment_is_refused(tmp_path):
     ws = tmp_path / "ws"
     render_workspace(experiment_file(tmp_path, COLLECTIVE, nodes=1), system="local", workspace=ws)
     with pytest.raises(InputError, match="holds experiment"):
-        render_workspace(experiment_file(tmp_path, INFERENCE, nodes=1, name="i.yaml"), system="local", workspace=ws)
+        render_workspace(
+            experiment_file(tmp_path, INFERENCE, nodes=1, name="i.yaml"), system="local", workspace=ws
+        )
 
 
 def test_unchanged_inputs_render_identical_bytes_in_two_workspaces(tmp_path):

@@ -23,9 +23,10 @@ print("payload running", os.environ["STUDY_RUN_ID"])
 print("payload stderr line", file=sys.stderr)
 if behavior == "sleep":
     time.sleep(120)
-names = ("STUDY_RUN_ID", "STUDY_RESULTS", "STUDY_ATTEMPT", "STUDY_WORKSPACE", "EVIL", "MASTER_ADDR", "MASTER_PORT",
-         "OMP_NUM_THREADS")
-record = {"argv": sys.argv[1:], "env": {k: os.environ.get(k) for k in names}, "cwd": os.getcwd(), "params": params}
+names = ("STUDY_RUN_ID", "STUDY_RESULTS", "STUDY_ATTEMPT", "STUDY_WORKSPACE", "EVIL", "MASTER_ADDR",
+         "MASTER_PORT", "OMP_NUM_THREADS")
+env = {k: os.environ.get(k) for k in names}
+record = {"argv": sys.argv[1:], "env": env, "cwd": os.getcwd(), "params": params}
 tmp = os.environ["STUDY_RESULTS"] + ".tmp"
 with open(tmp, "w") as f:
     json.dump(record, f)
@@ -35,8 +36,7 @@ sys.exit(3 if behavior == "fail" else 0)
 
 
 def hostile(mark: Path) -> str:
-    return (f"x; touch {mark}; $(touch {mark}) `touch {mark}` ' \" \\ && touch {mark} | > {mark}\n"
-            f"touch {mark}")
+    return f"x; touch {mark}; $(touch {mark}) `touch {mark}` ' \" \\ && touch {mark} | > {mark}\ntouch {mark}"
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def local_system(tmp_path: Path) -> Path:
     payload = tmp_path / "fake_payload.py"
     payload.write_text(FAKE_PAYLOAD)
     python = tmp_path / "fakepy"
-    python.write_text(f"#!/bin/sh\nexec {sys.executable} {payload} \"$@\"\n")
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} {payload} "$@"\n')
     python.chmod(0o755)
     text = (SYSTEMS_DIR / "local.yaml").read_text().replace("python: null", f"python: {python}")
     path = tmp_path / "local-test.yaml"
@@ -83,7 +83,9 @@ def run_job(script: Path) -> subprocess.CompletedProcess:
 def test_local_job_runs_records_and_survives_a_failing_run(tmp_path, local_system):
     mark = tmp_path / "pwned"
     ws = tmp_path / "ws"
-    plan = render_workspace(experiment(tmp_path, ["fail", "ok"], mark), system=str(local_system), workspace=ws)
+    plan = render_workspace(
+        experiment(tmp_path, ["fail", "ok"], mark), system=str(local_system), workspace=ws
+    )
     assert len(plan.jobs) == 1
     script = ws / plan.jobs[0].script
     done = run_job(script)
@@ -96,7 +98,9 @@ def test_local_job_runs_records_and_survives_a_failing_run(tmp_path, local_syste
         exit_info = json.loads((attempt / "exit.json").read_text())
         start_info = json.loads((attempt / "start.json").read_text())
         assert exit_info["exit_code"] == code and exit_info["scheduler_job_id"] is None
-        assert start_info["run_id"] == run.run_id and start_info["attempt"] == 1 and start_info["job"] == run.job
+        assert (
+            start_info["run_id"] == run.run_id and start_info["attempt"] == 1 and start_info["job"] == run.job
+        )
         assert exit_info["start"] <= exit_info["end"] and exit_info["host"]
         assert f"payload running {run.run_id}" in (attempt / "stdout").read_text()
         assert "payload stderr line" in (attempt / "stderr").read_text()
@@ -106,7 +110,9 @@ def test_local_job_runs_records_and_survives_a_failing_run(tmp_path, local_syste
         assert record["env"]["STUDY_RESULTS"] == str(attempt / "results.json")
         assert record["env"]["STUDY_WORKSPACE"] == str(ws.absolute())
         assert record["env"]["EVIL"] == hostile(mark) and record["env"]["OMP_NUM_THREADS"] == "1"
-        assert record["env"]["MASTER_ADDR"] == "127.0.0.1" and 20000 <= int(record["env"]["MASTER_PORT"]) < 40000
+        assert (
+            record["env"]["MASTER_ADDR"] == "127.0.0.1" and 20000 <= int(record["env"]["MASTER_PORT"]) < 40000
+        )
         assert record["params"] == run.params
         argv = record["argv"]
         assert argv[:5] == ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=2"]
@@ -123,11 +129,17 @@ def test_local_job_runs_records_and_survives_a_failing_run(tmp_path, local_syste
 
 def test_job_killed_mid_run_leaves_start_without_exit(tmp_path, local_system):
     ws = tmp_path / "ws"
-    plan = render_workspace(experiment(tmp_path, ["sleep", "ok"], tmp_path / "mark"), system=str(local_system),
-                            workspace=ws)
+    plan = render_workspace(
+        experiment(tmp_path, ["sleep", "ok"], tmp_path / "mark"), system=str(local_system), workspace=ws
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDY_", "SLURM_", "PBS_"))}
-    proc = subprocess.Popen(["bash", str(ws / plan.jobs[0].script)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(ws / plan.jobs[0].script)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     sleeping, later = plan.runs
     started = ws / "runs" / sleeping.run_id / "attempt-1" / "start.json"
     try:

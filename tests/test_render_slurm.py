@@ -33,7 +33,8 @@ env:
 PAYLOAD = r"""
 import json, os, sys
 if os.environ.get("SLURM_PROCID", "0") == "0":
-    record = {"argv": sys.argv[1:], "ntasks": os.environ.get("SLURM_NTASKS"), "master": os.environ.get("MASTER_ADDR")}
+    record = {"argv": sys.argv[1:], "ntasks": os.environ.get("SLURM_NTASKS"),
+              "master": os.environ.get("MASTER_ADDR")}
     with open(os.environ["STUDY_RESULTS"] + ".tmp", "w") as f:
         json.dump(record, f)
     os.replace(os.environ["STUDY_RESULTS"] + ".tmp", os.environ["STUDY_RESULTS"])
@@ -57,7 +58,7 @@ def render(tmp_path: Path):
     payload = tmp_path / "payload.py"
     payload.write_text(PAYLOAD)
     python = tmp_path / "fakepy"
-    python.write_text(f"#!/bin/sh\nexec {sys.executable} {payload} \"$@\"\n")
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} {payload} "$@"\n')
     python.chmod(0o755)
     system = tmp_path / "slurm-test.yaml"
     system.write_text(TEST_SYSTEM.format(python=python))
@@ -85,8 +86,10 @@ def test_rendered_script_runs_under_slurm(tmp_path, slurm_cluster):
     exits = [ws / "runs" / r / "attempt-1" / "exit.json" for r in job.runs]
     while not all(p.exists() for p in exits) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert all(p.exists() for p in exits), slurm_cluster.run("scontrol", "show", "job", job_id, check=False).stdout
-    for run_id, path in zip(job.runs, exits, strict=True):
+    assert all(p.exists() for p in exits), slurm_cluster.run(
+        "scontrol", "show", "job", job_id, check=False
+    ).stdout
+    for path in exits:
         info = json.loads(path.read_text())
         assert info["exit_code"] == 0 and info["scheduler_job_id"] == job_id
         record = json.loads((path.parent / "results.json").read_text())
@@ -95,6 +98,8 @@ def test_rendered_script_runs_under_slurm(tmp_path, slurm_cluster):
     assert not (tmp_path / "pwned").exists()
     output = ws / "jobs" / f"{job.name}.{job_id}.out"
     deadline = time.monotonic() + 30
-    while "done, 0 of 2" not in (output.read_text() if output.exists() else "") and time.monotonic() < deadline:
+    while (
+        "done, 0 of 2" not in (output.read_text() if output.exists() else "") and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     assert "study: job" in output.read_text()

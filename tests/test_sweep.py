@@ -27,13 +27,16 @@ def runs_of(tmp_path: Path, body: str, system: str = "perlmutter", name: str = "
 
 
 def test_cross_product_in_written_order(tmp_path):
-    runs = runs_of(tmp_path, """\
+    runs = runs_of(
+        tmp_path,
+        """\
         resources: {nodes: [1, 2]}
         sweep:
           algorithms: [nccl, nvrar]
           graphs: [false, true]
         fixed: {sizes: 1MiB}
-        """)
+        """,
+    )
     points = [(r.nodes, r.params["algorithms"][0], r.params["graphs"]) for r in runs]
     assert points == [(n, a, g) for n in (1, 2) for a in ("nccl", "nvrar") for g in (False, True)]
     assert all(r.gpus_per_node == 4 and r.world_size == 4 * r.nodes for r in runs)
@@ -42,20 +45,25 @@ def test_cross_product_in_written_order(tmp_path):
 
 
 def test_zip_groups_move_together(tmp_path):
-    runs = runs_of(tmp_path, """\
+    runs = runs_of(
+        tmp_path,
+        """\
         sweep:
           zip:
             nodes: [1, 2, 4]
             iterations: [100, 200, 400]
           algorithms: [nccl, nvrar]
         fixed: {sizes: 1MiB}
-        """)
+        """,
+    )
     assert [(r.nodes, r.params["iterations"]) for r in runs][::2] == [(1, 100), (2, 200), (4, 400)]
     assert len(runs) == 6
 
 
 def test_exclude_by_mapping_and_by_expression(tmp_path):
-    runs = runs_of(tmp_path, """\
+    runs = runs_of(
+        tmp_path,
+        """\
         resources: {nodes: [1, 2, 4]}
         sweep:
           algorithms: [nccl, nvrar]
@@ -63,14 +71,20 @@ def test_exclude_by_mapping_and_by_expression(tmp_path):
         exclude:
           - {algorithms: nvrar, nodes: 1}
           - "nodes * gpus_per_node > 8 and algorithms == ['nccl']"
-        """)
+        """,
+    )
     assert sorted((r.nodes, r.params["algorithms"][0]) for r in runs) == [
-        (1, "nccl"), (2, "nccl"), (2, "nvrar"), (4, "nvrar")]
+        (1, "nccl"),
+        (2, "nccl"),
+        (2, "nvrar"),
+        (4, "nvrar"),
+    ]
 
 
 def test_derived_values_in_dependency_order_and_typed(tmp_path):
     path = tmp_path / "inf.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: inf
         kind: inference
         system: perlmutter
@@ -82,7 +96,8 @@ def test_derived_values_in_dependency_order_and_typed(tmp_path):
           x_bytes: x_per_seq * batch_size
           x_per_seq: 8192 * 2
           micro_batches: max(1, batch_size // 8)
-        """))
+        """)
+    )
     runs = expand(load_experiment(path), load_system("perlmutter"))
     assert [r.params["batch_size"] for r in runs] == [4, 8, 16] * 2
     assert [r.params["x_bytes"] for r in runs][:3] == [4 * 16384, 8 * 16384, 16 * 16384]
@@ -91,27 +106,38 @@ def test_derived_values_in_dependency_order_and_typed(tmp_path):
 
 
 def test_repeats_and_stable_ids(tmp_path):
-    first = runs_of(tmp_path, """\
+    first = runs_of(
+        tmp_path,
+        """\
         sweep: {algorithms: [nccl, nvrar]}
         fixed: {sizes: 1MiB, dtype: bf16, iterations: 10}
         repeats: 3
-        """)
+        """,
+    )
     assert [r.repeat for r in first] == [0, 1, 2, 0, 1, 2]
     # The same experiment with keys written in another order has the same ids.
-    second = runs_of(tmp_path, """\
+    second = runs_of(
+        tmp_path,
+        """\
         repeats: 3
         fixed: {iterations: 10, dtype: bf16, sizes: 1048576}
         sweep: {algorithms: [nccl, nvrar]}
-        """, name="other.yaml")
+        """,
+        name="other.yaml",
+    )
     assert [r.run_id for r in first] == [r.run_id for r in second]
     # The id is the documented hash of name, parameters and repeat.
     assert first[0].run_id == run_id_for("sweep-test", first[0].params, 0)
     # Any parameter change changes the id.
-    third = runs_of(tmp_path, """\
+    third = runs_of(
+        tmp_path,
+        """\
         sweep: {algorithms: [nccl, nvrar]}
         fixed: {sizes: 1MiB, dtype: bf16, iterations: 11}
         repeats: 3
-        """, name="third.yaml")
+        """,
+        name="third.yaml",
+    )
     assert not {r.run_id for r in first} & {r.run_id for r in third}
 
 
@@ -122,91 +148,121 @@ def test_run_id_ignores_key_order():
 
 
 def test_size_range_in_sweep_is_an_axis(tmp_path):
-    runs = runs_of(tmp_path, """\
+    runs = runs_of(
+        tmp_path,
+        """\
         sweep:
           sizes: {from: 64KiB, to: 2MiB, factor: 2}
         fixed: {algorithms: nccl}
-        """)
+        """,
+    )
     assert [r.params["sizes"] for r in runs] == [65536 << i for i in range(6)]
 
 
 def test_empty_sweep_is_an_error(tmp_path):
     with pytest.raises(InputError, match="the sweep is empty: all 2 points are excluded"):
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             sweep: {algorithms: [nccl, nvrar]}
             fixed: {sizes: 1MiB}
             exclude: ["nodes >= 1"]
-            """)
+            """,
+        )
 
 
 def test_duplicate_runs_are_an_error(tmp_path):
     with pytest.raises(InputError, match="duplicate runs"):
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             sweep: {algorithms: [nccl, nccl]}
             fixed: {sizes: 1MiB}
-            """)
+            """,
+        )
 
 
 def test_failing_derived_value_names_its_line(tmp_path):
     with pytest.raises(InputError) as info:
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             sweep: {warmup: [1, 0]}
             fixed: {sizes: 1MiB, algorithms: nccl}
             derived:
               iterations: 10 // warmup
-            """)
+            """,
+        )
     assert info.value.line == 8 and info.value.key == "derived.iterations"
     assert "division" in str(info.value) and "warmup=0" in str(info.value)
 
 
 def test_derived_value_of_the_wrong_type(tmp_path):
     with pytest.raises(InputError, match="expected an integer >= 1") as info:
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             fixed: {sizes: 1MiB, algorithms: nccl}
             derived:
               iterations: nodes - 1
-            """)
+            """,
+        )
     assert info.value.line == 7
 
 
 def test_resources_the_system_cannot_give(tmp_path):
     with pytest.raises(InputError, match="8 GPUs per node asked, but perlmutter has 4 per node") as info:
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             resources: {gpus_per_node: [4, 8]}
             fixed: {sizes: 1MiB, algorithms: nccl}
-            """)
+            """,
+        )
     assert info.value.key == "resources.gpus_per_node" and info.value.line == 5
     with pytest.raises(InputError, match="at most 1792"):
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             resources: {nodes: 4096}
             fixed: {sizes: 1MiB, algorithms: nccl}
-            """)
+            """,
+        )
 
 
 def test_world_size_must_match_tp_times_pp(tmp_path):
     path = tmp_path / "inf.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: inf
         kind: inference
         system: perlmutter
         resources: {nodes: 2}
         fixed: {model: m, tp: 4, pp: 1, batch_size: 1, prompt_len: 8, decode_len: 8, allreduce: nccl}
-        """))
+        """)
+    )
     with pytest.raises(InputError, match=r"tp x pp = 4 x 1 = 4 must equal world_size 8"):
         expand(load_experiment(path), load_system("perlmutter"))
 
 
 def test_world_size_override_must_agree(tmp_path):
     with pytest.raises(InputError, match="world_size 2 differs"):
-        runs_of(tmp_path, """\
+        runs_of(
+            tmp_path,
+            """\
             fixed: {sizes: 1MiB, algorithms: nccl}
             derived: {world_size: 2}
-            """)
+            """,
+        )
 
 
 def test_local_system_counts_ranks_not_gpus(tmp_path):
-    runs = runs_of(tmp_path, """\
+    runs = runs_of(
+        tmp_path,
+        """\
         resources: {gpus_per_node: 8}
         fixed: {sizes: 1MiB, algorithms: gloo}
-        """, system="local")
+        """,
+        system="local",
+    )
     assert runs[0].gpus_per_node == 8 and runs[0].world_size == 8 and runs[0].walltime_s == 1800

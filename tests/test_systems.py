@@ -55,14 +55,17 @@ def test_unknown_system_suggests():
 
 def test_a_user_system_by_path_needs_no_code(tmp_path):
     path = tmp_path / "mycluster.yaml"
-    path.write_text((SYSTEMS_DIR / "generic-ib.yaml").read_text().replace("name: generic-ib", "name: mycluster"))
+    path.write_text(
+        (SYSTEMS_DIR / "generic-ib.yaml").read_text().replace("name: generic-ib", "name: mycluster")
+    )
     assert load_system(str(path)).name == "mycluster"
 
 
 def test_system_schema_errors_are_positioned(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("name: bad\nscheduler: slurm\nlauncher: srunn\ngpus_per_node: 4\ncpu_cores: 8\n"
-                    "interconect: {}\n")
+    path.write_text(
+        "name: bad\nscheduler: slurm\nlauncher: srunn\ngpus_per_node: 4\ncpu_cores: 8\ninterconect: {}\n"
+    )
     with pytest.raises(InputError) as info:
         load_system(str(path))
     text = str(info.value)
@@ -90,5 +93,7 @@ def test_bad_user_config_is_positioned(tmp_path, monkeypatch):
     config = tmp_path / "study" / "config.yaml"
     config.parent.mkdir()
     config.write_text("acounts: {perlmutter: m1}\n")
-    with pytest.raises(InputError, match=r"config.yaml:1:1: acounts: unknown key `acounts` \(did you mean `accounts`\?\)"):
+    with pytest.raises(
+        InputError, match=r"config.yaml:1:1: acounts: unknown key `acounts` \(did you mean `accounts`\?\)"
+    ):
         resolve_account(load_system("perlmutter"))

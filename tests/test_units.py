@@ -7,10 +7,21 @@ import pytest
 from study.units import format_size, format_walltime, parse_duration, parse_size
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("64KiB", 65536), ("2MiB", 2 * 1024 * 1024), ("1MB", 1_000_000), ("1KB", 1000), ("1GiB", 1 << 30),
-    ("512", 512), (4096, 4096), ("8B", 8), ("1.5KiB", 1536), ("64kib", 65536),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("64KiB", 65536),
+        ("2MiB", 2 * 1024 * 1024),
+        ("1MB", 1_000_000),
+        ("1KB", 1000),
+        ("1GiB", 1 << 30),
+        ("512", 512),
+        (4096, 4096),
+        ("8B", 8),
+        ("1.5KiB", 1536),
+        ("64kib", 65536),
+    ],
+)
 def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
@@ -27,10 +38,20 @@ def test_format_size_round_trips():
     assert format_size(65536) == "64KiB"
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("00:20:00", 1200), ("20:00", 1200), ("1-00:00:00", 86400), ("2-1", 2 * 86400 + 3600), ("20m", 1200),
-    ("1h30m", 5400), ("90s", 90), (600, 600), ("36:00:00", 36 * 3600),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("00:20:00", 1200),
+        ("20:00", 1200),
+        ("1-00:00:00", 86400),
+        ("2-1", 2 * 86400 + 3600),
+        ("20m", 1200),
+        ("1h30m", 5400),
+        ("90s", 90),
+        (600, 600),
+        ("36:00:00", 36 * 3600),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 

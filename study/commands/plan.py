@@ -10,8 +10,12 @@ HELP = "show every run of an experiment's sweep, its jobs and the node-hours it 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="experiment YAML file")
     parser.add_argument("--system", help="plan for this system (name or path) instead of the file's")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                        help="table (default), csv (plan.csv) or json (plan.json)")
+    parser.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default), csv (plan.csv) or json (plan.json)",
+    )
     parser.add_argument("--limit", type=int, default=200, help="table rows to show (default 200; 0: all)")
 
 
@@ -26,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.file)
     system = load_system(args.system or experiment.system)
-    plan, _ = build_plan(experiment, system, Path(default_workspace(experiment)).absolute(), None,
-                         scripts=False)
+    plan, _ = build_plan(
+        experiment, system, Path(default_workspace(experiment)).absolute(), None, scripts=False
+    )
     if args.format == "csv":
         print(plan_csv(plan), end="")
         return 0
@@ -41,18 +46,30 @@ def run(args: argparse.Namespace) -> int:
     varying = _varying(plan)
     table = Table(title=f"{experiment.name} on {system.name} ({system.scheduler}, {system.launcher})")
     for column in ("#", "run_id", "rep", "nodes", "gpus/node", "world", *varying, "job"):
-        table.add_column(column, justify="right" if column in ("#", "rep", "nodes", "gpus/node", "world") else "left")
-    shown = plan.runs if args.limit <= 0 else plan.runs[:args.limit]
+        table.add_column(
+            column, justify="right" if column in ("#", "rep", "nodes", "gpus/node", "world") else "left"
+        )
+    shown = plan.runs if args.limit <= 0 else plan.runs[: args.limit]
     for i, r in enumerate(shown, 1):
-        table.add_row(str(i), r.run_id, str(r.repeat), str(r.nodes), str(r.gpus_per_node), str(r.world_size),
-                      *[_cell(r.params.get(k)) for k in varying], r.job)
+        table.add_row(
+            str(i),
+            r.run_id,
+            str(r.repeat),
+            str(r.nodes),
+            str(r.gpus_per_node),
+            str(r.world_size),
+            *[_cell(r.params.get(k)) for k in varying],
+            r.job,
+        )
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     if len(shown) < len(plan.runs):
         print(f"... {len(plan.runs) - len(shown)} more runs (--limit 0 shows all)")
-    hours = plan.node_hours
-    print(f"{len(plan.runs)} runs ({len(plan.runs) // experiment.repeats} points x {experiment.repeats} repeats) "
-          f"in {len(plan.jobs)} jobs, {hours:.2f} node-hours on {system.name}")
+    points = len(plan.runs) // experiment.repeats
+    print(
+        f"{len(plan.runs)} runs ({points} points x {experiment.repeats} repeats) "
+        f"in {len(plan.jobs)} jobs, {plan.node_hours:.2f} node-hours on {system.name}"
+    )
     return 0
 
 

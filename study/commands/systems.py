@@ -8,7 +8,9 @@ HELP = "list the systems in jobs/systems/ (or show one in detail)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("system", nargs="?", help="show this system (a name or a path to a YAML file) in detail")
+    parser.add_argument(
+        "system", nargs="?", help="show this system (a name or a path to a YAML file) in detail"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -40,13 +42,26 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([s.model_dump(mode="json") for s in systems], indent=1))
         return 0
     table = Table(title="Systems (jobs/systems/)")
-    for column in ("name", "scheduler", "launcher", "GPUs/node", "GPU", "interconnect", "NICs x Gb/s",
-                   "topology", "intra-node", "max nodes", "account"):
+    for column in (
+        "name",
+        "scheduler",
+        "launcher",
+        "GPUs/node",
+        "GPU",
+        "interconnect",
+        "NICs x Gb/s",
+        "topology",
+        "intra-node",
+        "max nodes",
+        "account",
+    ):
         table.add_column(column)
     for s in systems:
         net = s.interconnect
         table.add_row(
-            s.name, s.scheduler, s.launcher,
+            s.name,
+            s.scheduler,
+            s.launcher,
             str(s.gpus_per_node) + ("" if s.has_gpus else " (CPU ranks)"),
             s.gpu.model if s.gpu else "-",
             net.name if net else "-",

@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         points = len(runs) // experiment.repeats
-        print(f"ok: {file}: {experiment.kind} experiment {experiment.name}, {len(runs)} runs "
-              f"({points} points x {experiment.repeats} repeats) on {system.name}")
+        print(
+            f"ok: {file}: {experiment.kind} experiment {experiment.name}, {len(runs)} runs "
+            f"({points} points x {experiment.repeats} repeats) on {system.name}"
+        )
     if failed:
         print(f"{failed} of {len(args.files)} files invalid", file=sys.stderr)
         return 2
