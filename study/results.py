@@ -37,7 +37,8 @@ _SECRET_VALUE = re.compile(
     r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
 )
-_RANDOM_WORD = re.compile(r"[A-Za-z0-9+/=_-]{32,}")
+_RANDOM_WORD = re.compile(r"[A-Za-z0-9+=_-]{32,}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # Only these prefixes are worth recording: they change what the job does or where it ran.
 _ENV_PREFIXES = (
     "NCCL_",
@@ -87,10 +88,10 @@ def is_secret_name(name: str) -> bool:
 def looks_like_secret(value: str) -> bool:
     """True for values shaped like credentials: known token prefixes (ghp_, xox…, AKIA…), JWTs, PEM
     private keys, and long random-looking words (32+ characters mixing upper case, lower case and
-    digits; lower-case hex such as UUIDs and git hashes is not taken for a secret)."""
+    digits; UUIDs such as GPU-8f3c…, and hex such as git hashes, are not taken for secrets)."""
     if _SECRET_VALUE.search(value):
         return True
-    for word in _RANDOM_WORD.findall(value):
+    for word in _RANDOM_WORD.findall(_UUID.sub(" ", value)):
         if re.search(r"[a-z]", word) and re.search(r"[A-Z]", word) and re.search(r"[0-9]", word):
             return True
     return False

@@ -1,0 +1,112 @@
+"""Collection: one tidy table, the last successful attempt, failures with reasons, never a crash or a loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from study.collect import collect_workspace
+from study.submit import open_session, rerun_failed, submit_planned, wait
+
+DOC_COLUMNS = [
+    "experiment",
+    "run_id",
+    "repeat",
+    "attempt",
+    "system",
+    "interconnect",
+    "scheduler",
+    "gpu",
+    "kind",
+    "status",
+    "error",
+    "nodes",
+    "gpus_per_node",
+    "world_size",
+]
+TIMER_COLUMNS = [
+    "experiment",
+    "run_id",
+    "repeat",
+    "attempt",
+    "path",
+    "name",
+    "type",
+    "depth",
+    "time_inc_ms",
+    "time_ms",
+    "calls",
+]
+
+
+def _run(ws: Path) -> None:
+    with open_session(ws) as session:
+        submit_planned(session)
+        wait(session, interval_s=0.1)
+
+
+def test_dataset_rows_columns_and_reasons(make_workspace) -> None:
+    ws = make_workspace(
+        {"good": "ok", "crash": "fail", "bad": "corrupt", "gave-up": "failed-result", "silent": "noresult"}
+    )
+    _run(ws)
+    problems: list[str] = []
+    got = collect_workspace(ws, on_problem=problems.append)
+    df = pd.read_parquet(ws / "dataset.parquet")
+    csv = pd.read_csv(ws / "dataset.csv")
+    assert list(df.columns[: len(DOC_COLUMNS)]) == DOC_COLUMNS
+    assert list(df.columns[-4:]) == ["git_sha", "start", "end", "scheduler_job_id"]
+    assert {"behavior", "e2e_ms", "algorithm", "size_bytes", "latency_us"} <= set(df.columns)
+    assert len(df) == len(csv) == 2 + 1 + 1 + 2 + 1  # samples of good and gave-up, one row per other run
+    by_run = {run_id: rows for run_id, rows in df.groupby("run_id")}
+    assert set(by_run["good"].status) == {"ok"} and list(by_run["good"].size_bytes) == [1024, 4096]
+    assert by_run["crash"].error.iloc[0].startswith("exit code 3; missing results file")
+    assert "corrupt results" in by_run["bad"].error.iloc[0] and "bad/attempt-1/results.json" in problems[0]
+    assert (
+        set(by_run["gave-up"].status) == {"failed"}
+        and "the payload gave up" in by_run["gave-up"].error.iloc[0]
+    )
+    assert "missing results file" in by_run["silent"].error.iloc[0]
+    assert got.counts == {"ok": 1, "failed": 4, "missing": 0, "pending": 0}
+    timers = pd.read_parquet(ws / "timers.parquet")
+    assert list(timers.columns[: len(TIMER_COLUMNS)]) == TIMER_COLUMNS
+    good = timers[timers.run_id == "good"]
+    assert list(good.path) == ["main", "main/allreduce"] and list(good.depth) == [0, 1]
+    assert good.time_ms.iloc[0] == good.time_inc_ms.iloc[0] - good.time_inc_ms.iloc[1]
+
+
+def test_collecting_twice_gives_the_same_files(make_workspace) -> None:
+    ws = make_workspace({"a": "ok", "b": "fail"})
+    _run(ws)
+    collect_workspace(ws)
+    first = [(ws / n).read_bytes() for n in ("dataset.csv", "timers.csv")]
+    df1 = pd.read_parquet(ws / "dataset.parquet")
+    collect_workspace(ws)
+    assert [(ws / n).read_bytes() for n in ("dataset.csv", "timers.csv")] == first
+    pd.testing.assert_frame_equal(df1, pd.read_parquet(ws / "dataset.parquet"))
+
+
+def test_the_last_successful_attempt_is_used(make_workspace) -> None:
+    ws = make_workspace({"flaky": "flaky"})
+    with open_session(ws) as session:
+        submit_planned(session)
+        wait(session, interval_s=0.1)
+        rerun_failed(session, echo=lambda _: None)
+        wait(session, interval_s=0.1)
+    got = collect_workspace(ws)
+    assert set(got.dataset.attempt) == {2} and set(got.dataset.status) == {"ok"}
+    assert set(got.dataset.e2e_ms) == {3.0}  # the payload reports 1.5 ms x attempt number
+
+
+def test_missing_and_pending_runs_are_counted_not_invented(make_workspace) -> None:
+    ws = make_workspace({"never": "ok", "later": "ok"})
+    # "later" started an attempt that has not ended (no exit.json): without a state store it is pending
+    attempt = ws / "runs" / "later" / "attempt-1"
+    attempt.mkdir(parents=True)
+    (attempt / "start.json").write_text(json.dumps({"start": "2026-01-01T00:00:00Z"}))
+    got = collect_workspace(ws)
+    assert got.counts == {"ok": 0, "failed": 0, "missing": 1, "pending": 1}
+    assert len(got.dataset) == 0
+    assert "0 ok, 0 failed, 1 missing, 1 pending" in got.summary()

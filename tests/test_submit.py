@@ -1,0 +1,82 @@
+"""Submit once, adopt after a crash, rerun failed runs as new attempts: on the local scheduler, for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from study.submit import FAULT_ENV, open_session, rerun_failed, submit_planned, wait
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def _local_jobs(ws: Path) -> list[Path]:
+    return sorted((ws / ".local" / "jobs").iterdir()) if (ws / ".local" / "jobs").is_dir() else []
+
+
+def test_submitting_twice_submits_nothing_the_second_time(make_workspace) -> None:
+    ws = make_workspace({"a": "ok", "b": "ok"})
+    first, second = _cli("submit", str(ws)), _cli("submit", str(ws))
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "submitted 2 of 2 jobs" in first.stdout
+    assert "submitted 0 of 2 jobs" in second.stdout
+    assert len(_local_jobs(ws)) == 2
+
+
+def test_a_crash_after_the_scheduler_answered_is_adopted_not_resubmitted(make_workspace) -> None:
+    ws = make_workspace({"a": "ok"})
+    crashed = _cli("submit", str(ws), env={**os.environ, FAULT_ENV: "after-submit"})
+    assert crashed.returncode == 75
+    assert len(_local_jobs(ws)) == 1
+    with open_session(ws, reconcile_now=False) as session:
+        assert session.state.jobs()[0].status == "submitting"
+    again = _cli("submit", str(ws))
+    assert again.returncode == 0, again.stderr
+    assert "adopted" in again.stdout
+    assert len(_local_jobs(ws)) == 1
+    with open_session(ws) as session:
+        counts = wait(session, interval_s=0.1)
+    assert counts["ok"] == 1
+
+
+def test_rerun_failed_makes_a_new_attempt_and_keeps_the_old_logs(make_workspace) -> None:
+    ws = make_workspace({"flaky": "flaky", "good": "ok", "broken": "fail"})
+    with open_session(ws) as session:
+        submit_planned(session)
+        assert wait(session, interval_s=0.1)["failed"] == 2
+        old_stderr = (ws / "runs" / "flaky" / "attempt-1" / "stderr").read_text()
+        chosen, exhausted = rerun_failed(session, max_attempts=2, echo=lambda _: None)
+        assert sorted(chosen) == ["broken", "flaky"] and exhausted == []
+        counts = wait(session, interval_s=0.1)
+        assert counts["ok"] == 2 and counts["failed"] == 1
+        assert session.state.run("flaky").attempt == 2
+        assert (ws / "runs" / "flaky" / "attempt-1" / "stderr").read_text() == old_stderr
+        assert not (ws / "runs" / "good" / "attempt-2").exists()
+        rounds = sorted(j.round for j in session.state.jobs())
+        assert rounds == [1, 1, 1, 2, 2]
+        chosen, exhausted = rerun_failed(session, max_attempts=2, echo=lambda _: None)
+    assert chosen == [] and exhausted == ["broken"]
+    out = _cli("rerun", str(ws), "--failed", "--max-attempts", "2")
+    assert out.returncode == 1 and "1 failed runs reached --max-attempts 2" in out.stdout
+
+
+def test_rerun_dry_run_submits_nothing(make_workspace) -> None:
+    ws = make_workspace({"broken": "fail"})
+    _cli("run", str(ws), "--poll", "0.1")
+    before = _local_jobs(ws)
+    out = _cli("rerun", str(ws), "--failed", "--dry-run")
+    assert out.returncode == 0 and "would rerun 1 failed runs" in out.stdout
+    assert _local_jobs(ws) == before
