@@ -52,8 +52,14 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "sweep": self.sweep, "scope": self.scope, "by": self.by, "gpus_lo": self.gpus_lo,
-            "gpus_hi": self.gpus_hi, "dominant": self.dominant, "fastest": self.fastest, "text": self.text,
+            "sweep": self.sweep,
+            "scope": self.scope,
+            "by": self.by,
+            "gpus_lo": self.gpus_lo,
+            "gpus_hi": self.gpus_hi,
+            "dominant": self.dominant,
+            "fastest": self.fastest,
+            "text": self.text,
             "trends": [t.__dict__ for t in self.trends],
         }
 
@@ -81,14 +87,20 @@ def _sentence(f: Finding, scope_label: str) -> str:
     dom = next(t for t in f.trends if t.component == f.dominant)
     fast = next(t for t in f.trends if t.component == f.fastest)
     direction = "up" if dom.share_hi >= dom.share_lo else "down"
-    text = (f"{f.dominant} is {_pct(dom.share_hi)} of {scope_label} time at {f.gpus_hi} GPUs, "
-            f"{direction} from {_pct(dom.share_lo)} at {f.gpus_lo}")
+    text = (
+        f"{f.dominant} is {_pct(dom.share_hi)} of {scope_label} time at {f.gpus_hi} GPUs, "
+        f"{direction} from {_pct(dom.share_lo)} at {f.gpus_lo}"
+    )
     if f.fastest != f.dominant:
-        text += (f"; {f.fastest} grows fastest with scale ({_pct(fast.share_lo)} → {_pct(fast.share_hi)}, "
-                 f"time ∝ GPUs^{fast.slope:.2f}, {fast.share_slope_pp:+.1f} points per doubling)")
+        text += (
+            f"; {f.fastest} grows fastest with scale ({_pct(fast.share_lo)} → {_pct(fast.share_hi)}, "
+            f"time ∝ GPUs^{fast.slope:.2f}, {fast.share_slope_pp:+.1f} points per doubling)"
+        )
     else:
-        text += (f", and it grows fastest with scale (time ∝ GPUs^{dom.slope:.2f}, "
-                 f"{dom.share_slope_pp:+.1f} points per doubling)")
+        text += (
+            f", and it grows fastest with scale (time ∝ GPUs^{dom.slope:.2f}, "
+            f"{dom.share_slope_pp:+.1f} points per doubling)"
+        )
     others = [t for t in f.trends if t.component not in (f.dominant, f.fastest) and t.share_hi >= MIN_SHARE]
     if others:
         text += "; " + ", ".join(f"{t.component} ∝ GPUs^{t.slope:.2f}" for t in others)
@@ -114,9 +126,11 @@ def findings(runs: pd.DataFrame, timers: pd.DataFrame, by: str = "type") -> list
         parts = with_config(parts, ok_runs).dropna(subset=["world_size"])
         if parts.empty:
             continue
-        med = (parts.groupby(keys + ["world_size", "component"], dropna=False)
-               .agg(time_ms=("time_ms", "median"), scope_ms=("scope_ms", "median"))
-               .reset_index())
+        med = (
+            parts.groupby(keys + ["world_size", "component"], dropna=False)
+            .agg(time_ms=("time_ms", "median"), scope_ms=("scope_ms", "median"))
+            .reset_index()
+        )
         med["share"] = med["time_ms"] / med["scope_ms"].where(med["scope_ms"] > 0)
         scope_label = scope.rsplit("/", 1)[-1]
         for sweep_values, sweep in med.groupby(keys, dropna=False, sort=True):
@@ -131,26 +145,38 @@ def findings(runs: pd.DataFrame, timers: pd.DataFrame, by: str = "type") -> list
                     continue
                 at = rows.set_index("world_size")
                 positive = rows["time_ms"] > 0
-                slope = _fit(np.log2(rows.loc[positive, "world_size"]), np.log2(rows.loc[positive, "time_ms"]))
-                trends.append(Trend(
-                    component=str(comp),
-                    slope=slope,
-                    share_slope_pp=100 * _fit(np.log2(rows["world_size"]), rows["share"]),
-                    share_lo=float(at["share"].get(lo, np.nan)),
-                    share_hi=float(at["share"].get(hi, np.nan)),
-                    time_lo_ms=float(at["time_ms"].get(lo, np.nan)),
-                    time_hi_ms=float(at["time_ms"].get(hi, np.nan)),
-                ))
+                slope = _fit(
+                    np.log2(rows.loc[positive, "world_size"]), np.log2(rows.loc[positive, "time_ms"])
+                )
+                trends.append(
+                    Trend(
+                        component=str(comp),
+                        slope=slope,
+                        share_slope_pp=100 * _fit(np.log2(rows["world_size"]), rows["share"]),
+                        share_lo=float(at["share"].get(lo, np.nan)),
+                        share_hi=float(at["share"].get(hi, np.nan)),
+                        time_lo_ms=float(at["time_ms"].get(lo, np.nan)),
+                        time_hi_ms=float(at["time_ms"].get(hi, np.nan)),
+                    )
+                )
             ranked = [t for t in trends if np.isfinite(t.share_hi)]
             if not ranked:
                 continue
             dominant = max(ranked, key=lambda t: t.share_hi)
             growing = [t for t in ranked if np.isfinite(t.slope)] or ranked
-            fastest = max(growing, key=lambda t: (t.slope if np.isfinite(t.slope) else -np.inf))
+            fastest = max(growing, key=lambda t: t.slope if np.isfinite(t.slope) else -np.inf)
             values = sweep_values if isinstance(sweep_values, tuple) else (sweep_values,)
             desc = {k: v for k, v in zip(keys, values, strict=True)}
-            f = Finding(sweep=desc, scope=scope, by=by, gpus_lo=int(lo), gpus_hi=int(hi),
-                        dominant=dominant.component, fastest=fastest.component, trends=trends)
+            f = Finding(
+                sweep=desc,
+                scope=scope,
+                by=by,
+                gpus_lo=int(lo),
+                gpus_hi=int(hi),
+                dominant=dominant.component,
+                fastest=fastest.component,
+                trends=trends,
+            )
             f.text = _sentence(f, scope_label)
             out.append(f)
     return out
@@ -163,9 +189,21 @@ def findings_table(found: list[Finding]) -> pd.DataFrame:
     rows = []
     for f in found:
         for t in f.trends:
-            rows.append({**{k: v for k, v in f.sweep.items()}, "scope": f.scope, "gpus_lo": f.gpus_lo,
-                         "gpus_hi": f.gpus_hi, "component": t.component, "share_lo": t.share_lo,
-                         "share_hi": t.share_hi, "time_lo_ms": t.time_lo_ms, "time_hi_ms": t.time_hi_ms,
-                         "loglog_slope": t.slope, "share_points_per_doubling": t.share_slope_pp,
-                         "dominant": t.component == f.dominant, "fastest": t.component == f.fastest})
+            rows.append(
+                {
+                    **{k: v for k, v in f.sweep.items()},
+                    "scope": f.scope,
+                    "gpus_lo": f.gpus_lo,
+                    "gpus_hi": f.gpus_hi,
+                    "component": t.component,
+                    "share_lo": t.share_lo,
+                    "share_hi": t.share_hi,
+                    "time_lo_ms": t.time_lo_ms,
+                    "time_hi_ms": t.time_hi_ms,
+                    "loglog_slope": t.slope,
+                    "share_points_per_doubling": t.share_slope_pp,
+                    "dominant": t.component == f.dominant,
+                    "fastest": t.component == f.fastest,
+                }
+            )
     return pd.DataFrame(rows)

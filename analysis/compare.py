@@ -22,7 +22,7 @@ COMPARE_METRICS: tuple[str, ...] = ("latency_us", "ttft_ms", "tbt_ms", "e2e_ms",
 
 
 def system_label(df: pd.DataFrame) -> pd.Series:
-    """"perlmutter (slingshot-11)": the tag that tells systems apart in tables and legends."""
+    """ "perlmutter (slingshot-11)": the tag that tells systems apart in tables and legends."""
     return df["system"].astype(str) + " (" + df["interconnect"].astype(str) + ")"
 
 
@@ -45,13 +45,21 @@ def side_by_side(df: pd.DataFrame, metric: str, align: str = "nodes") -> pd.Data
     data["system_label"] = system_label(data)
     other_scale = "world_size" if align == "nodes" else "nodes"
     drop = SYSTEM_COLUMNS + ("kind", other_scale, "gpus_per_node")
+    if data["kind"].eq("inference").any():
+        from analysis.scaling import with_scheme
+
+        # The parallel degrees follow from the GPU count, which differs between systems at equal nodes:
+        # compare schemes (TP, PP, hybrid) instead.
+        data = with_scheme(data)
+        drop += ("series",) if align == "world_size" else ("series", "tp", "pp", "micro_batches")
     keys = [k for k in config_columns(data, exclude=drop) if k != "system_label"]
     table = summarize(data, keys + ["system_label"], [metric])
     labels = sorted(table["system_label"].unique())
     if len(labels) < 2:
         return pd.DataFrame()
-    wide = table.pivot_table(index=keys, columns="system_label", values=f"{metric}_median",
-                             dropna=False, observed=True)
+    wide = table.pivot_table(
+        index=keys, columns="system_label", values=f"{metric}_median", dropna=False, observed=True
+    )
     wide = wide.dropna(how="any")
     if wide.empty:
         return pd.DataFrame()
@@ -60,6 +68,9 @@ def side_by_side(df: pd.DataFrame, metric: str, align: str = "nodes") -> pd.Data
         wide[f"ratio {label} / {first}"] = wide[label] / wide[first]
     wide.columns.name = None
     wide = wide.reset_index()
+    for col in ("size_bytes", "nodes", "world_size", "tp", "pp"):
+        if col in wide.columns:
+            wide[col] = wide[col].astype("Int64")
     wide.insert(0, "metric", metric)
     return wide
 

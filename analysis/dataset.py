@@ -29,18 +29,42 @@ TOPOLOGY_COLUMNS: tuple[str, ...] = ("nodes", "gpus_per_node", "world_size")
 WHERE_COLUMNS: tuple[str, ...] = ("system", "interconnect")
 REQUIRED_COLUMNS: tuple[str, ...] = IDENTITY_COLUMNS + TOPOLOGY_COLUMNS + ("system",)
 TIMER_COLUMNS: tuple[str, ...] = (
-    "experiment", "run_id", "repeat", "path", "name", "type", "depth", "time_inc_ms", "time_ms", "calls",
+    "experiment",
+    "run_id",
+    "repeat",
+    "path",
+    "name",
+    "type",
+    "depth",
+    "time_inc_ms",
+    "time_ms",
+    "calls",
 )
 TIMER_TYPES: frozenset[str] = frozenset({"region", "compute", "comm"})
 
 # Inference metrics and collective sample keys of docs/results.md, with the unit their name carries.
 METRIC_COLUMNS: tuple[str, ...] = (
-    "ttft_ms", "tbt_ms", "tbt_p50_ms", "tbt_p99_ms", "e2e_ms", "tokens_per_s", "prefill_ms", "decode_ms",
+    "ttft_ms",
+    "tbt_ms",
+    "tbt_p50_ms",
+    "tbt_p99_ms",
+    "e2e_ms",
+    "tokens_per_s",
+    "prefill_ms",
+    "decode_ms",
     "weights_gb",
 )
 SAMPLE_NUMERIC: tuple[str, ...] = (
-    "size_bytes", "count", "latency_us", "latency_us_min", "latency_us_max", "algbw_GBps", "busbw_GBps",
-    "wrong", "iterations", "warmup",
+    "size_bytes",
+    "count",
+    "latency_us",
+    "latency_us_min",
+    "latency_us_max",
+    "algbw_GBps",
+    "busbw_GBps",
+    "wrong",
+    "iterations",
+    "warmup",
 )
 # A numeric column must say its unit in its name; these unit suffixes are the ones the contract uses.
 UNIT_SUFFIXES: tuple[str, ...] = ("_ms", "_us", "_s", "_bytes", "_GBps", "_gb", "_per_s")
@@ -90,7 +114,8 @@ def _read_table(folder: Path, stem: str, *, required: bool) -> tuple[pd.DataFram
             raise InputError(f"cannot read CSV: {exc}", file=str(csv)) from exc
     if required:
         raise InputError(
-            f"no {stem}.parquet or {stem}.csv", file=str(folder),
+            f"no {stem}.parquet or {stem}.csv",
+            file=str(folder),
             hint="run `study collect` on the workspace first",
         )
     return None, parquet
@@ -105,32 +130,47 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
     for col in REQUIRED_COLUMNS:
         if col not in df.columns:
-            raise InputError("required column missing (docs/results.md lists the dataset columns)",
-                             file=source, key=col)
+            raise InputError(
+                "required column missing (docs/results.md lists the dataset columns)", file=source, key=col
+            )
     for col in df.columns:
         if str(col).lower() in _UNITLESS_TIMES:
-            raise InputError("a time, size or bandwidth column must name its unit (e.g. latency_us, "
-                             "size_bytes)", file=source, key=str(col))
+            raise InputError(
+                "a time, size or bandwidth column must name its unit (e.g. latency_us, size_bytes)",
+                file=source,
+                key=str(col),
+            )
     df = df.copy()
     bad_status = set(df["status"].dropna().unique()) - {"ok", "failed"}
     if bad_status:
-        raise InputError(f"expected ok or failed, found {sorted(map(str, bad_status))}", file=source,
-                         key="status")
-    numeric = [c for c in df.columns
-               if c in TOPOLOGY_COLUMNS or c in METRIC_COLUMNS or c in SAMPLE_NUMERIC
-               or c in ("repeat", "attempt", "tp", "pp") or str(c).endswith(UNIT_SUFFIXES)]
+        raise InputError(
+            f"expected ok or failed, found {sorted(map(str, bad_status))}", file=source, key="status"
+        )
+    numeric = [
+        c
+        for c in df.columns
+        if c in TOPOLOGY_COLUMNS
+        or c in METRIC_COLUMNS
+        or c in SAMPLE_NUMERIC
+        or c in ("repeat", "attempt", "tp", "pp")
+        or str(c).endswith(UNIT_SUFFIXES)
+    ]
     ok = df["status"] == "ok"
     for col in numeric:
         values = pd.to_numeric(df[col], errors="coerce")
         broken = values.isna() & df[col].notna()
         if broken.any():
             first = df.loc[broken, col].iloc[0]
-            raise InputError(f"expected numbers, found {first!r} (row {int(broken.idxmax())})",
-                             file=source, key=str(col))
+            raise InputError(
+                f"expected numbers, found {first!r} (row {int(broken.idxmax())})", file=source, key=str(col)
+            )
         negative = ok & (values < 0)
         if negative.any():
-            raise InputError(f"negative value {values[negative].iloc[0]!r} (row {int(negative.idxmax())})",
-                             file=source, key=str(col))
+            raise InputError(
+                f"negative value {values[negative].iloc[0]!r} (row {int(negative.idxmax())})",
+                file=source,
+                key=str(col),
+            )
         df[col] = values
     for col in ("nodes", "gpus_per_node", "world_size"):
         zero = ok & (df[col] <= 0)
@@ -140,8 +180,12 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
     wrong = both & (df["nodes"] * df["gpus_per_node"] != df["world_size"])
     if wrong.any():
         row = df[wrong].iloc[0]
-        raise InputError(f"world_size {row['world_size']:g} is not nodes × gpus_per_node "
-                         f"({row['nodes']:g} × {row['gpus_per_node']:g})", file=source, key="world_size")
+        raise InputError(
+            f"world_size {row['world_size']:g} is not nodes × gpus_per_node "
+            f"({row['nodes']:g} × {row['gpus_per_node']:g})",
+            file=source,
+            key="world_size",
+        )
     if "size_bytes" in df.columns:
         sizes = df.loc[ok & df["size_bytes"].notna(), "size_bytes"]
         if ((sizes % 1) != 0).any():
@@ -164,8 +208,9 @@ def validate_timers(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
     for col in TIMER_COLUMNS:
         if col not in df.columns:
-            raise InputError("required column missing (docs/results.md lists the timers columns)",
-                             file=source, key=col)
+            raise InputError(
+                "required column missing (docs/results.md lists the timers columns)", file=source, key=col
+            )
     df = df.copy()
     types = set(df["type"].dropna().astype(str).unique()) - TIMER_TYPES
     if types:
@@ -235,8 +280,13 @@ def load_workspaces(paths: Iterable[str | os.PathLike[str]]) -> Dataset:
     return Dataset(runs=runs, timers=timers, workspaces=[w for p in parts for w in p.workspaces])
 
 
-def from_frames(runs: pd.DataFrame, timers: pd.DataFrame | None = None, *, source: str = "<dataset>",
-                workspace: str = "memory") -> Dataset:
+def from_frames(
+    runs: pd.DataFrame,
+    timers: pd.DataFrame | None = None,
+    *,
+    source: str = "<dataset>",
+    workspace: str = "memory",
+) -> Dataset:
     """A Dataset from DataFrames already in memory (validated the same way as files)."""
     import pandas as pd
 
@@ -257,6 +307,7 @@ def from_frames(runs: pd.DataFrame, timers: pd.DataFrame | None = None, *, sourc
 
 
 # -- repeats -------------------------------------------------------------------------------------------
+
 
 def median_ci_ranks(n: int, level: float = CI_TARGET) -> tuple[int, int, float]:
     """1-based order-statistic ranks (lo, hi) bounding the median, and the coverage they reach.
@@ -292,13 +343,15 @@ def summarize(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> p
         if sub.empty:
             continue
         g = sub.groupby(keys, dropna=False, sort=True)[value]
-        stats = pd.DataFrame({
-            f"{value}_n": g.size(),
-            f"{value}_median": g.median(),
-            f"{value}_q1": g.quantile(0.25),
-            f"{value}_q3": g.quantile(0.75),
-            f"{value}_mean": g.mean(),
-        })
+        stats = pd.DataFrame(
+            {
+                f"{value}_n": g.size(),
+                f"{value}_median": g.median(),
+                f"{value}_q1": g.quantile(0.25),
+                f"{value}_q3": g.quantile(0.75),
+                f"{value}_mean": g.mean(),
+            }
+        )
         stats[f"{value}_iqr"] = stats[f"{value}_q3"] - stats[f"{value}_q1"]
         ordered = sub.sort_values(keys + [value], kind="mergesort")
         rank = ordered.groupby(keys, dropna=False, sort=False).cumcount().to_numpy() + 1
@@ -325,10 +378,24 @@ def config_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
 
     Repeats of one configuration share these and differ only in `repeat` / `run_id` / measurements.
     """
-    skip = set(exclude) | {
-        "run_id", "repeat", "attempt", "status", "error", "git_sha", "start", "end", "scheduler_job_id",
-        "workspace", "hosts",
-    } | set(METRIC_COLUMNS) | set(SAMPLE_NUMERIC) - {"size_bytes"}
+    skip = (
+        set(exclude)
+        | {
+            "run_id",
+            "repeat",
+            "attempt",
+            "status",
+            "error",
+            "git_sha",
+            "start",
+            "end",
+            "scheduler_job_id",
+            "workspace",
+            "hosts",
+        }
+        | set(METRIC_COLUMNS)
+        | set(SAMPLE_NUMERIC) - {"size_bytes"}
+    )
     cols = []
     for col in df.columns:
         if col in skip or str(col).endswith(UNIT_SUFFIXES) and col != "size_bytes":

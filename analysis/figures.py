@@ -20,8 +20,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["figure", "Needs", "SkipFigure", "FigureData"]
 
-METRIC_LABELS = {"ttft_ms": "TTFT (ms)", "tbt_ms": "TBT (ms)", "e2e_ms": "E2E batch latency (ms)",
-                 "tokens_per_s": "throughput (tokens/s)", "latency_us": "latency (µs)"}
+METRIC_LABELS = {
+    "ttft_ms": "TTFT (ms)",
+    "tbt_ms": "TBT (ms)",
+    "e2e_ms": "E2E batch latency (ms)",
+    "tokens_per_s": "throughput (tokens/s)",
+    "latency_us": "latency (µs)",
+}
 
 
 def _slug(*parts: object) -> str:
@@ -38,6 +43,21 @@ def _gpu_axis(ax: Axes, gpus) -> None:
     ax.xaxis.set_minor_locator(mticker.NullLocator())
 
 
+def _log(ax: Axes, axis: str = "y", base: float = 10) -> None:
+    """A log axis labelled with plain numbers (1, 2, 5, 10, ...) rather than mathtext powers.
+
+    Mathtext tick labels cost most of a figure's drawing time, and plain numbers read faster.
+    """
+    import matplotlib.ticker as mticker
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log", base=base)
+    subs = (1.0, 2.0, 5.0) if base == 10 else (1.0,)
+    target.set_major_locator(mticker.LogLocator(base=base, subs=subs))
+    target.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(mticker.NullFormatter())
+
+
 def _size_axis(ax: Axes, axis: str = "x") -> None:
     import matplotlib.ticker as mticker
 
@@ -46,6 +66,7 @@ def _size_axis(ax: Axes, axis: str = "x") -> None:
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
     target.set_major_formatter(mticker.FuncFormatter(lambda v, _: human_bytes(v).replace(" ", "\u2009")))
+    target.set_minor_formatter(mticker.NullFormatter())
 
 
 def _pages(df: pd.DataFrame, keys: list[str]):
@@ -69,8 +90,10 @@ def _title(base: str, page: dict) -> str:
 PAGE_KEYS = ["system", "model", "batch_size", "prompt_len", "decode_len", "experiment"]
 
 
-@figure("strong_scaling", Needs(kind="inference", columns=("world_size",), any_columns=("ttft_ms", "tbt_ms",
-                                                                                        "e2e_ms")))
+@figure(
+    "strong_scaling",
+    Needs(kind="inference", columns=("world_size",), any_columns=("ttft_ms", "tbt_ms", "e2e_ms")),
+)
 def strong_scaling(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     """Strong scaling of TP, PP and hybrid: TTFT, TBT and E2E against GPU count (median, IQR)."""
     import matplotlib.pyplot as plt
@@ -98,22 +121,35 @@ def strong_scaling(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                 med = s[f"{metric}_median"]
                 err = [med - s[f"{metric}_q1"], s[f"{metric}_q3"] - med]
                 style = "--" if "nvrar" in labels else "-"
-                ax.errorbar(s["world_size"], med, yerr=err, label=label, marker=marker_for(i), linestyle=style,
-                            capsize=2, color=color_for(str(labels[0]), i))
+                ax.errorbar(
+                    s["world_size"],
+                    med,
+                    yerr=err,
+                    label=label,
+                    marker=marker_for(i),
+                    linestyle=style,
+                    capsize=2,
+                    color=color_for(str(labels[0]), i),
+                )
                 points.append(s.assign(label=label))
             _gpu_axis(ax, table["world_size"])
-            ax.set_yscale("log")
+            _log(ax)
             ax.set_xlabel("GPUs")
             ax.set_ylabel(METRIC_LABELS[metric])
         axes[0][0].legend(title="scheme / all-reduce")
         fig.suptitle(_title("Strong scaling", page))
         fig.tight_layout()
-        written.append(save_figure(fig, pd.concat(points, ignore_index=True), out_dir,
-                                   _slug("strong_scaling", *page.values())))
+        written.append(
+            save_figure(
+                fig, pd.concat(points, ignore_index=True), out_dir, _slug("strong_scaling", *page.values())
+            )
+        )
     return written
 
 
-@figure("scaling_efficiency", Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms", "tbt_ms")))
+@figure(
+    "scaling_efficiency", Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms", "tbt_ms"))
+)
 def scaling_efficiency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     """Speedup and parallel efficiency of E2E latency against GPU count, per scheme (ideal dashed)."""
     import matplotlib.pyplot as plt
@@ -133,7 +169,9 @@ def scaling_efficiency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
         for i, (label, s) in enumerate(table.groupby("label", sort=True)):
             s = s.sort_values("world_size")
             style = "--" if "nvrar" in label else "-"
-            kw = dict(marker=marker_for(i), linestyle=style, color=color_for(label.split()[0], i), label=label)
+            kw = dict(
+                marker=marker_for(i), linestyle=style, color=color_for(label.split()[0], i), label=label
+            )
             ax_s.plot(s["world_size"], s["speedup"], **kw)
             ax_e.plot(s["world_size"], 100 * s["efficiency"], **kw)
         gpus = sorted(table["world_size"].unique())
@@ -143,20 +181,24 @@ def scaling_efficiency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
         for ax in (ax_s, ax_e):
             _gpu_axis(ax, gpus)
             ax.set_xlabel("GPUs")
-        ax_s.set_yscale("log", base=2)
+        _log(ax_s, base=2)
         ax_s.set_ylabel(f"speedup of {METRIC_LABELS[metric].split(' (')[0]} over the smallest run")
         ax_e.set_ylabel("parallel efficiency (%)")
         ax_e.set_ylim(0, 110)
         ax_s.legend()
         fig.suptitle(_title("Speedup and parallel efficiency", page))
         fig.tight_layout()
-        cols = [c for c in table.columns if c in ("label", "world_size", "base_gpus", "speedup", "efficiency",
-                                                  f"{metric}_median")]
+        cols = [
+            c
+            for c in table.columns
+            if c in ("label", "world_size", "base_gpus", "speedup", "efficiency", f"{metric}_median")
+        ]
         written.append(save_figure(fig, table[cols], out_dir, _slug("scaling_efficiency", *page.values())))
     return written
 
 
 # -- breakdowns -----------------------------------------------------------------------------------------
+
 
 def _breakdown_figure(data: FigureData, out_dir: Path, by: str, name: str) -> list[dict[str, Path]]:
     import matplotlib.pyplot as plt
@@ -175,11 +217,16 @@ def _breakdown_figure(data: FigureData, out_dir: Path, by: str, name: str) -> li
         parts = with_config(parts, runs).dropna(subset=["world_size"])
         for page, part in _pages(parts, PAGE_KEYS):
             keys = [k for k in ("series", "allreduce") if k in part.columns and part[k].notna().any()]
-            med = (part.groupby(keys + ["world_size", "component"], dropna=False)
-                   .agg(time_ms=("time_ms", "median"), share=("share", "median")).reset_index())
+            med = (
+                part.groupby(keys + ["world_size", "component"], dropna=False)
+                .agg(time_ms=("time_ms", "median"), share=("share", "median"))
+                .reset_index()
+            )
             configs = med[keys + ["world_size"]].drop_duplicates().sort_values(keys + ["world_size"])
-            labels = [" ".join([*(str(v) for v in row[:-1]), f"{int(row[-1])} GPUs"])
-                      for row in configs.itertuples(index=False)]
+            labels = [
+                " ".join([*(str(v) for v in row[:-1]), f"{int(row[-1])} GPUs"])
+                for row in configs.itertuples(index=False)
+            ]
             comps = list(med.groupby("component")["time_ms"].sum().sort_values(ascending=False).index)
             if "other" in comps:
                 comps.remove("other")
@@ -193,8 +240,15 @@ def _breakdown_figure(data: FigureData, out_dir: Path, by: str, name: str) -> li
                     key = tuple(getattr(row, k) for k in keys) + (row.world_size,)
                     if key in idx:
                         vals[idx[key]] = row.time_ms
-                ax.bar(range(len(configs)), vals, bottom=bottom, label=comp, color=color_for(comp, j),
-                       edgecolor="white", linewidth=0.4)
+                ax.bar(
+                    range(len(configs)),
+                    vals,
+                    bottom=bottom,
+                    label=comp,
+                    color=color_for(comp, j),
+                    edgecolor="white",
+                    linewidth=0.4,
+                )
                 bottom += vals
             ax.set_xticks(range(len(configs)), labels, rotation=60, ha="right", fontsize=7.5)
             ax.set_ylabel(f"{scope.rsplit('/', 1)[-1]} time (ms)")
@@ -203,7 +257,9 @@ def _breakdown_figure(data: FigureData, out_dir: Path, by: str, name: str) -> li
             what = "compute / communication / other" if by == "type" else "timer regions"
             fig.suptitle(_title(f"Breakdown of {scope}: {what}", page))
             fig.tight_layout()
-            written.append(save_figure(fig, med, out_dir, _slug(name, scope.replace("/", "."), *page.values())))
+            written.append(
+                save_figure(fig, med, out_dir, _slug(name, scope.replace("/", "."), *page.values()))
+            )
     return written
 
 
@@ -242,19 +298,30 @@ def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
             sub = part[part["nodes"] == n]
             for i, (alg, s) in enumerate(sub.groupby("algorithm", sort=True)):
                 s = s.sort_values("size_bytes")
-                ax.plot(s["size_bytes"], s["latency_us_median"], marker=marker_for(i), label=alg,
-                        color=color_for(alg, i))
-                ax.fill_between(s["size_bytes"], s["latency_us_q1"], s["latency_us_q3"], alpha=0.2,
-                                color=color_for(alg, i), linewidth=0)
+                ax.plot(
+                    s["size_bytes"],
+                    s["latency_us_median"],
+                    marker=marker_for(i),
+                    label=alg,
+                    color=color_for(alg, i),
+                )
+                ax.fill_between(
+                    s["size_bytes"],
+                    s["latency_us_q1"],
+                    s["latency_us_q3"],
+                    alpha=0.2,
+                    color=color_for(alg, i),
+                    linewidth=0,
+                )
             _size_axis(ax)
-            ax.set_yscale("log")
+            _log(ax)
             gpus = int(sub["world_size"].iloc[0])
             ax.set_title(f"{int(n)} node{'s' if n != 1 else ''} ({gpus} GPUs)")
             ax.set_xlabel("message size")
             ax.tick_params(axis="x", labelrotation=45)
         for ax in axes[:, 0]:
             ax.set_ylabel("latency (µs)")
-        for ax in list(axes.flat)[len(nodes):]:
+        for ax in list(axes.flat)[len(nodes) :]:
             ax.set_visible(False)
         axes.flat[0].legend(title="algorithm")
         fig.suptitle(_title("All-reduce latency", page))
@@ -281,11 +348,20 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         values = np.log2(grid.to_numpy(float))
         limit = max(1.0, float(np.nanmax(np.abs(values))))
         fig, ax = plt.subplots(figsize=(0.75 * grid.shape[1] + 2.5, 0.55 * grid.shape[0] + 1.8))
-        im = ax.imshow(values, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto", origin="lower")
+        im = ax.imshow(
+            values, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto", origin="lower"
+        )
         for (r, c), v in np.ndenumerate(grid.to_numpy(float)):
             if np.isfinite(v):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7.5,
-                        color="white" if abs(np.log2(v)) > 0.6 * limit else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color="white" if abs(np.log2(v)) > 0.6 * limit else "black",
+                )
         ax.set_xticks(range(grid.shape[1]), [human_bytes(s) for s in grid.columns], rotation=45, ha="right")
         ax.set_yticks(range(grid.shape[0]), [str(int(n)) for n in grid.index])
         ax.set_xlabel("message size")
@@ -326,7 +402,7 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                     ax.plot([x], [1.0], marker="|", markersize=14, color=ax.lines[-1].get_color())
         ax.axhline(1.0, color="0.4", linewidth=1, linestyle=":")
         _size_axis(ax)
-        ax.set_yscale("log", base=2)
+        _log(ax, base=2)
         ax.set_xlabel("message size")
         ax.set_ylabel("speedup NVRAR / NCCL")
         ax.legend(title="| crossover")
@@ -358,8 +434,12 @@ def e2e_nvrar_vs_nccl(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(part) + 2), 4.0))
         ax.bar(x - 0.2, part["nccl_ms"], 0.4, label="NCCL", color=color_for("nccl"))
         ax.bar(x + 0.2, part["nvrar_ms"], 0.4, label="NVRAR", color=color_for("nvrar"))
-        for xi, top, sp in zip(x, np.maximum(part["nccl_ms"], part["nvrar_ms"]), part["speedup"], strict=True):
-            ax.annotate(f"{sp:.2f}×", (xi, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
+        for xi, top, sp in zip(
+            x, np.maximum(part["nccl_ms"], part["nvrar_ms"]), part["speedup"], strict=True
+        ):
+            ax.annotate(
+                f"{sp:.2f}×", (xi, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8
+            )
         ax.set_xticks(x, labels, fontsize=8)
         ax.set_ylabel("E2E batch latency (ms)")
         ax.grid(axis="x", visible=False)
@@ -393,18 +473,36 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
         grid[ranks.index(row.nranks), sizes.index(row.size_bytes)] = choices.index(row.choice)
     cmap = ListedColormap([PALETTE[i % len(PALETTE)] for i in range(len(choices))])
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(sizes) + 2.5), max(2.6, 0.45 * len(ranks) + 1.8)))
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(choices) - 0.5, aspect="auto",
-              origin="lower")
+    ax.imshow(
+        np.ma.masked_invalid(grid),
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(choices) - 0.5,
+        aspect="auto",
+        origin="lower",
+    )
     for (r, c), v in np.ndenumerate(grid):
         if np.isfinite(v):
-            ax.text(c, r, choices[int(v)].replace("/", "\n"), ha="center", va="center", fontsize=6.5, color="white")
+            ax.text(
+                c,
+                r,
+                choices[int(v)].replace("/", "\n"),
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="white",
+            )
     ax.set_xticks(range(len(sizes)), [human_bytes(s) for s in sizes], rotation=45, ha="right")
     ax.set_yticks(range(len(ranks)), [str(int(r)) for r in ranks])
     ax.set_xlabel("message size")
     ax.set_ylabel("GPUs (communicator ranks)")
     ax.grid(False)
-    ax.legend(handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(choices)], title="algorithm/protocol",
-              bbox_to_anchor=(1.02, 1), loc="upper left")
+    ax.legend(
+        handles=[Patch(color=cmap(i), label=c) for i, c in enumerate(choices)],
+        title="algorithm/protocol",
+        bbox_to_anchor=(1.02, 1),
+        loc="upper left",
+    )
     fig.suptitle("NCCL all-reduce algorithm selection")
     fig.tight_layout()
     return [save_figure(fig, amap, out_dir, "nccl_algorithm_map")]
@@ -412,8 +510,11 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
 
 # -- interconnect comparison ---------------------------------------------------------------------------
 
-@figure("interconnect_allreduce", Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us"),
-                                        systems=2))
+
+@figure(
+    "interconnect_allreduce",
+    Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us"), systems=2),
+)
 def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     """All-reduce latency against size on each system side by side, one panel per system, same axes."""
     import matplotlib.pyplot as plt
@@ -428,14 +529,19 @@ def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Pa
     fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.8), sharey=True, squeeze=False)
     for ax, label in zip(axes[0], labels, strict=True):
         sub = table[table["system_label"] == label]
-        for i, ((alg, n), s) in enumerate(sub.groupby(["algorithm", "nodes"], sort=True)):
+        for _i, ((alg, n), s) in enumerate(sub.groupby(["algorithm", "nodes"], sort=True)):
             s = s.sort_values("size_bytes")
             j = algorithms.index(alg)
-            ax.plot(s["size_bytes"], s["latency_us_median"], color=color_for(alg, j),
-                    marker=marker_for(sorted(sub["nodes"].unique()).index(n)), label=f"{alg}, {int(n)} nodes",
-                    alpha=0.9)
+            ax.plot(
+                s["size_bytes"],
+                s["latency_us_median"],
+                color=color_for(alg, j),
+                marker=marker_for(sorted(sub["nodes"].unique()).index(n)),
+                label=f"{alg}, {int(n)} nodes",
+                alpha=0.9,
+            )
         _size_axis(ax)
-        ax.set_yscale("log")
+        _log(ax)
         ax.set_title(label)
         ax.set_xlabel("message size")
         ax.tick_params(axis="x", labelrotation=45)
@@ -446,9 +552,10 @@ def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Pa
     return [save_figure(fig, table, out_dir, "interconnect_allreduce")]
 
 
-@figure("interconnect_inference", Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms",
-                                                                                                "tbt_ms"),
-                                        systems=2))
+@figure(
+    "interconnect_inference",
+    Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms", "tbt_ms"), systems=2),
+)
 def interconnect_inference(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     """E2E latency and TBT against nodes on each system, side by side (same scheme and all-reduce)."""
     import matplotlib.pyplot as plt
@@ -468,11 +575,16 @@ def interconnect_inference(data: FigureData, out_dir: Path) -> list[dict[str, Pa
         for (sys_label, series, *rest), s in table.groupby([k for k in keys if k != "nodes"], sort=True):
             s = s.sort_values("nodes")
             i = labels.index(sys_label)
-            ax.plot(s["nodes"], s[f"{metric}_median"], marker=marker_for(i), color=color_for("", i),
-                    linestyle="-" if "nvrar" not in rest else "--",
-                    label=" ".join(str(v) for v in (sys_label, series, *rest)))
+            ax.plot(
+                s["nodes"],
+                s[f"{metric}_median"],
+                marker=marker_for(i),
+                color=color_for("", i),
+                linestyle="-" if "nvrar" not in rest else "--",
+                label=" ".join(str(v) for v in (sys_label, series, *rest)),
+            )
         _gpu_axis(ax, table["nodes"])
-        ax.set_yscale("log")
+        _log(ax)
         ax.set_xlabel("nodes")
         ax.set_ylabel(METRIC_LABELS[metric])
     axes[0][0].legend(fontsize=7)

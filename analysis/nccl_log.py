@@ -29,8 +29,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-ALGORITHMS: dict[int, str] = {0: "Tree", 1: "Ring", 2: "CollNetDirect", 3: "CollNetChain", 4: "NVLS",
-                              5: "NVLSTree", 6: "PAT"}
+ALGORITHMS: dict[int, str] = {
+    0: "Tree",
+    1: "Ring",
+    2: "CollNetDirect",
+    3: "CollNetChain",
+    4: "NVLS",
+    5: "NVLSTree",
+    6: "PAT",
+}
 PROTOCOLS: dict[int, str] = {0: "LL", 1: "LL128", 2: "Simple"}
 _ALGO_NAMES = {v.upper().replace("_", ""): v for v in ALGORITHMS.values()}
 _PROTO_NAMES = {v.upper(): v for v in PROTOCOLS.values()}
@@ -41,7 +48,8 @@ DTYPE_BYTES: dict[int, int] = {0: 1, 1: 1, 2: 4, 3: 4, 4: 8, 5: 8, 6: 2, 7: 4, 8
 _PREFIX = r"^(?P<host>[^\s:]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL INFO "
 _COLL = re.compile(
     _PREFIX + r"(?P<coll>\w+): opCount (?P<op>[0-9a-fA-Fx]+) sendbuff \S+ recvbuff \S+ count (?P<count>\d+) "
-    r"datatype (?P<dtype>\d+) op (?P<redop>\d+) root (?P<root>\d+) comm (?P<comm>\S+) \[nranks=(?P<nranks>\d+)\]"
+    r"datatype (?P<dtype>\d+) op (?P<redop>\d+) root (?P<root>\d+) "
+    r"comm (?P<comm>\S+) \[nranks=(?P<nranks>\d+)\]"
 )
 _NUMERIC = re.compile(
     _PREFIX + r"(?P<bytes>\d+) Bytes -> Algo (?P<algo>\d+) proto (?P<proto>\d+) time (?P<time>[-+0-9.eE]+)"
@@ -53,8 +61,18 @@ _NAMED = re.compile(
 _BEST = re.compile(_PREFIX + r"Best tuning, algorithm, (?P<algo>\w+), protocol, (?P<proto>\w+)")
 _INIT = re.compile(_PREFIX + r".*?comm (?P<comm>0x[0-9a-fA-F]+) rank \d+ nranks (?P<nranks>\d+)")
 
-COLUMNS = ("source", "host", "pid", "collective", "size_bytes", "nranks", "algorithm", "protocol",
-           "predicted_us", "channels")
+COLUMNS = (
+    "source",
+    "host",
+    "pid",
+    "collective",
+    "size_bytes",
+    "nranks",
+    "algorithm",
+    "protocol",
+    "predicted_us",
+    "channels",
+)
 
 
 @dataclass
@@ -124,14 +142,20 @@ def parse_lines(lines: Iterable[str], source: str = "<log>", nranks: int | None 
         channels = None
         if groups.get("clo") is not None:
             channels = int(groups["chi"]) - int(groups["clo"]) + 1
-        out.append({
-            "source": source, "host": m["host"], "pid": int(m["pid"]),
-            "collective": groups.get("coll") or (call.coll if call else None),
-            "size_bytes": size, "nranks": ranks, "algorithm": _algo(groups["algo"]),
-            "protocol": _proto(groups["proto"]),
-            "predicted_us": float(groups["time"]) if groups.get("time") else None,
-            "channels": channels,
-        })
+        out.append(
+            {
+                "source": source,
+                "host": m["host"],
+                "pid": int(m["pid"]),
+                "collective": groups.get("coll") or (call.coll if call else None),
+                "size_bytes": size,
+                "nranks": ranks,
+                "algorithm": _algo(groups["algo"]),
+                "protocol": _proto(groups["proto"]),
+                "predicted_us": float(groups["time"]) if groups.get("time") else None,
+                "channels": channels,
+            }
+        )
     return out
 
 

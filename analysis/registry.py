@@ -78,7 +78,9 @@ class FigureData:
 
             frames = [workspace_decisions(w) for w in self.workspaces]
             frames = [f for f in frames if not f.empty]
-            self._nccl = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+            self._nccl = (
+                pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+            )
         return self._nccl
 
 
@@ -104,12 +106,14 @@ _loaded = False
 
 def figure(name: str, needs: Needs | None = None, description: str = "") -> Callable:
     """Register a figure function under `name` (unique) with what it needs."""
+
     def wrap(func: Callable[[FigureData, Path], list[dict[str, Path]]]):
         if name in REGISTRY and REGISTRY[name].func is not func:
             raise ValueError(f"figure {name!r} is registered twice")
         doc = description or ((func.__doc__ or "").strip().splitlines() or [name])[0]
         REGISTRY[name] = FigureSpec(name, func, needs or Needs(), doc)
         return func
+
     return wrap
 
 
@@ -159,8 +163,9 @@ def plot_all(data: FigureData, out_dir: str | Path, only: Iterable[str] | None =
     if unknown:
         from study.errors import InputError
 
-        raise InputError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(sorted(registry))}",
-                         key="--only")
+        raise InputError(
+            f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(sorted(registry))}", key="--only"
+        )
     out = Path(out_dir)
     results = []
     for name in wanted:
@@ -182,5 +187,12 @@ def plot_all(data: FigureData, out_dir: str | Path, only: Iterable[str] | None =
 
 def as_rows(results: list[FigureResult]) -> list[dict[str, Any]]:
     """A plain summary (for the report and the command's output)."""
-    return [{"name": r.name, "description": r.description, "skipped": r.skipped,
-             "files": [{k: str(v) for k, v in f.items()} for f in r.files]} for r in results]
+    return [
+        {
+            "name": r.name,
+            "description": r.description,
+            "skipped": r.skipped,
+            "files": [{k: str(v) for k, v in f.items()} for f in r.files],
+        }
+        for r in results
+    ]

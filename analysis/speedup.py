@@ -33,8 +33,11 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _series_keys(table: pd.DataFrame, drop: tuple[str, ...]) -> list[str]:
-    return [c for c in table.columns
-            if not c.startswith("latency_us_") and c not in drop and c not in ("experiment",)]
+    return [
+        c
+        for c in table.columns
+        if not c.startswith("latency_us_") and c not in drop and c not in ("experiment",)
+    ]
 
 
 def speedup_table(df: pd.DataFrame, baseline: str = BASELINE, candidate: str = CANDIDATE) -> pd.DataFrame:
@@ -78,15 +81,21 @@ def crossovers(speedups: pd.DataFrame) -> pd.DataFrame:
             if not crosses:
                 continue
             x_cross = x[i] + (0.0 - y0) * (x[i + 1] - x[i]) / (y1 - y0)
-            rows.append({**dict(zip(keys, values, strict=True)),
-                         "crossover_bytes": float(2.0**x_cross),
-                         "direction": "below" if y0 > y1 else "above",
-                         "size_lo": int(s["size_bytes"].iloc[i]), "size_hi": int(s["size_bytes"].iloc[i + 1])})
+            rows.append(
+                {
+                    **dict(zip(keys, values, strict=True)),
+                    "crossover_bytes": float(2.0**x_cross),
+                    "direction": "below" if y0 > y1 else "above",
+                    "size_lo": int(s["size_bytes"].iloc[i]),
+                    "size_hi": int(s["size_bytes"].iloc[i + 1]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def e2e_speedup(df: pd.DataFrame, metric: str = "e2e_ms", baseline: str = BASELINE,
-                candidate: str = CANDIDATE) -> pd.DataFrame:
+def e2e_speedup(
+    df: pd.DataFrame, metric: str = "e2e_ms", baseline: str = BASELINE, candidate: str = CANDIDATE
+) -> pd.DataFrame:
     """End-to-end (or TBT) speedup of inference runs that differ only in the `allreduce` column."""
     import pandas as pd
 

@@ -49,34 +49,59 @@ def decode_components(gpus: int, allreduce: str, scheme: str = "TP") -> dict[str
     """The planted exclusive times (ms) under `decode` for one run."""
     comm = DECODE_ALLREDUCE_MS_PER_GPU * gpus * (NVRAR_ALLREDUCE_FACTOR if allreduce == "nvrar" else 1.0)
     if scheme == "PP":
-        return {"send_recv": 0.2 * gpus, "matmul": DECODE_MATMUL_MS_GPU / 4 + gpus,
-                "attention": DECODE_ATTENTION_MS_GPU / 4}
-    return {"allreduce": comm, "matmul": DECODE_MATMUL_MS_GPU / gpus, "attention": DECODE_ATTENTION_MS_GPU / gpus}
+        return {
+            "send_recv": 0.2 * gpus,
+            "matmul": DECODE_MATMUL_MS_GPU / 4 + gpus,
+            "attention": DECODE_ATTENTION_MS_GPU / 4,
+        }
+    return {
+        "allreduce": comm,
+        "matmul": DECODE_MATMUL_MS_GPU / gpus,
+        "attention": DECODE_ATTENTION_MS_GPU / gpus,
+    }
 
 
 def timer_tree(gpus: int, allreduce: str, scheme: str, factor: float) -> list[dict[str, Any]]:
     """A Hatchet literal tree (docs/results.md, Timers) with the planted times scaled by `factor`."""
+
     def node(name: str, typ: str, excl: float, calls: int, children: list | None = None) -> dict:
         children = children or []
         inc = excl + sum(c["metrics"]["time (inc)"] for c in children)
-        out = {"frame": {"name": name, "type": typ},
-               "metrics": {"time (inc)": inc, "time": excl, "calls": calls}}
+        out = {
+            "frame": {"name": name, "type": typ},
+            "metrics": {"time (inc)": inc, "time": excl, "calls": calls},
+        }
         if children:
             out["children"] = children
         return out
 
     comm_type = "comm"
     dec = decode_components(gpus, allreduce, scheme)
-    decode_children = [node(n, comm_type if n in ("allreduce", "send_recv") else "compute", t * factor, 64)
-                       for n, t in dec.items()]
+    decode_children = [
+        node(n, comm_type if n in ("allreduce", "send_recv") else "compute", t * factor, 64)
+        for n, t in dec.items()
+    ]
     prefill_children = [
-        node("allreduce" if scheme != "PP" else "send_recv", comm_type, PREFILL_ALLREDUCE_MS_PER_GPU * gpus * factor, 2),
+        node(
+            "allreduce" if scheme != "PP" else "send_recv",
+            comm_type,
+            PREFILL_ALLREDUCE_MS_PER_GPU * gpus * factor,
+            2,
+        ),
         node("matmul", "compute", PREFILL_MATMUL_MS_GPU / gpus * factor, 2),
     ]
-    return [node("generate", "region", 0.5 * factor, 1, [
-        node("prefill", "region", 1.0 * factor, 1, prefill_children),
-        node("decode", "region", DECODE_OTHER_MS * factor, 1, decode_children),
-    ])]
+    return [
+        node(
+            "generate",
+            "region",
+            0.5 * factor,
+            1,
+            [
+                node("prefill", "region", 1.0 * factor, 1, prefill_children),
+                node("decode", "region", DECODE_OTHER_MS * factor, 1, decode_children),
+            ],
+        )
+    ]
 
 
 def flatten_tree(roots: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -87,8 +112,17 @@ def flatten_tree(roots: list[dict[str, Any]]) -> list[dict[str, Any]]:
         name = node["frame"]["name"]
         path = f"{prefix}/{name}" if prefix else name
         m = node["metrics"]
-        rows.append({"path": path, "name": name, "type": node["frame"].get("type", "region"), "depth": depth,
-                     "time_inc_ms": m["time (inc)"], "time_ms": m["time"], "calls": m.get("calls", 1)})
+        rows.append(
+            {
+                "path": path,
+                "name": name,
+                "type": node["frame"].get("type", "region"),
+                "depth": depth,
+                "time_inc_ms": m["time (inc)"],
+                "time_ms": m["time"],
+                "calls": m.get("calls", 1),
+            }
+        )
         for child in node.get("children", []):
             walk(child, path, depth + 1)
 
@@ -114,7 +148,9 @@ def inference_frames(
     runs, timers = [], []
     for scheme in schemes:
         for g in gpus:
-            tp, pp = {"TP": (g, 1), "PP": (1, g), "hybrid": (gpus_per_node, max(1, g // gpus_per_node))}[scheme]
+            tp, pp = {"TP": (g, 1), "PP": (1, g), "hybrid": (gpus_per_node, max(1, g // gpus_per_node))}[
+                scheme
+            ]
             if scheme == "hybrid" and g <= gpus_per_node:
                 continue
             for ar in allreduces:
@@ -126,26 +162,59 @@ def inference_frames(
                     rid = run_id(experiment, system, scheme, g, ar, r)
                     gen = tree[0]
                     prefill, decode = gen["children"]
-                    params = {"model": "llama-3.1-70b", "tp": tp, "pp": pp, "batch_size": 16, "prompt_len": 1024,
-                              "decode_len": decode_len, "allreduce": ar}
-                    topo = {"nodes": max(1, g // gpus_per_node), "gpus_per_node": min(g, gpus_per_node),
-                            "world_size": g}
-                    runs.append({
-                        "experiment": experiment, "run_id": rid, "repeat": r, "attempt": 1, "system": system,
-                        "interconnect": interconnect, "scheduler": "slurm", "gpu": "A100", "kind": "inference",
-                        "status": "ok", "error": None, **topo, **params,
-                        "ttft_ms": prefill["metrics"]["time (inc)"],
-                        "tbt_ms": decode["metrics"]["time (inc)"] / decode_len,
-                        "e2e_ms": prefill["metrics"]["time (inc)"] + decode["metrics"]["time (inc)"],
-                        "prefill_ms": prefill["metrics"]["time (inc)"],
-                        "decode_ms": decode["metrics"]["time (inc)"],
-                        "tokens_per_s": 16 * decode_len / (gen["metrics"]["time (inc)"] / 1000),
-                        "git_sha": "0" * 40, "start": "2026-01-01T00:00:00+00:00", "end": None,
-                        "scheduler_job_id": "1",
-                    })
+                    params = {
+                        "model": "llama-3.1-70b",
+                        "tp": tp,
+                        "pp": pp,
+                        "batch_size": 16,
+                        "prompt_len": 1024,
+                        "decode_len": decode_len,
+                        "allreduce": ar,
+                    }
+                    topo = {
+                        "nodes": max(1, g // gpus_per_node),
+                        "gpus_per_node": min(g, gpus_per_node),
+                        "world_size": g,
+                    }
+                    runs.append(
+                        {
+                            "experiment": experiment,
+                            "run_id": rid,
+                            "repeat": r,
+                            "attempt": 1,
+                            "system": system,
+                            "interconnect": interconnect,
+                            "scheduler": "slurm",
+                            "gpu": "A100",
+                            "kind": "inference",
+                            "status": "ok",
+                            "error": None,
+                            **topo,
+                            **params,
+                            "ttft_ms": prefill["metrics"]["time (inc)"],
+                            "tbt_ms": decode["metrics"]["time (inc)"] / decode_len,
+                            "e2e_ms": prefill["metrics"]["time (inc)"] + decode["metrics"]["time (inc)"],
+                            "prefill_ms": prefill["metrics"]["time (inc)"],
+                            "decode_ms": decode["metrics"]["time (inc)"],
+                            "tokens_per_s": 16 * decode_len / (gen["metrics"]["time (inc)"] / 1000),
+                            "git_sha": "0" * 40,
+                            "start": "2026-01-01T00:00:00+00:00",
+                            "end": None,
+                            "scheduler_job_id": "1",
+                        }
+                    )
                     for row in flatten_tree(tree):
-                        timers.append({"experiment": experiment, "run_id": rid, "repeat": r, "attempt": 1,
-                                       **row, **params, **topo})
+                        timers.append(
+                            {
+                                "experiment": experiment,
+                                "run_id": rid,
+                                "repeat": r,
+                                "attempt": 1,
+                                **row,
+                                **params,
+                                **topo,
+                            }
+                        )
     return pd.DataFrame(runs), pd.DataFrame(timers)
 
 
@@ -172,11 +241,26 @@ def collective_frame(
                 for r in range(repeats):
                     rid = run_id(experiment, system, n, alg, graph, r)
                     factor = REPEAT_FACTORS[r % len(REPEAT_FACTORS)]
-                    base = {"experiment": experiment, "run_id": rid, "repeat": r, "attempt": 1,
-                            "system": system, "interconnect": interconnect, "scheduler": "slurm", "gpu": "A100",
-                            "kind": "collective", "status": "ok", "error": None, "nodes": n,
-                            "gpus_per_node": gpus_per_node, "world_size": world, "git_sha": "0" * 40,
-                            "start": "2026-01-01T00:00:00+00:00", "end": None, "scheduler_job_id": "1"}
+                    base = {
+                        "experiment": experiment,
+                        "run_id": rid,
+                        "repeat": r,
+                        "attempt": 1,
+                        "system": system,
+                        "interconnect": interconnect,
+                        "scheduler": "slurm",
+                        "gpu": "A100",
+                        "kind": "collective",
+                        "status": "ok",
+                        "error": None,
+                        "nodes": n,
+                        "gpus_per_node": gpus_per_node,
+                        "world_size": world,
+                        "git_sha": "0" * 40,
+                        "start": "2026-01-01T00:00:00+00:00",
+                        "end": None,
+                        "scheduler_job_id": "1",
+                    }
                     for size in sizes:
                         lat = nccl_latency_us(size, world)
                         if alg == "nvrar":
@@ -184,16 +268,43 @@ def collective_frame(
                         elif alg != "nccl":
                             lat *= 1.3
                         lat *= factor
-                        rows.append({**base, "algorithm": alg, "size_bytes": size, "count": size // 2,
-                                     "dtype": "bf16", "redop": "sum", "graphs": graph, "in_place": True,
-                                     "latency_us": lat, "algbw_GBps": size / lat / 1e3,
-                                     "busbw_GBps": size / lat / 1e3 * 2 * (world - 1) / world, "wrong": 0,
-                                     "iterations": 1000, "warmup": 200})
+                        rows.append(
+                            {
+                                **base,
+                                "algorithm": alg,
+                                "size_bytes": size,
+                                "count": size // 2,
+                                "dtype": "bf16",
+                                "redop": "sum",
+                                "graphs": graph,
+                                "in_place": True,
+                                "latency_us": lat,
+                                "algbw_GBps": size / lat / 1e3,
+                                "busbw_GBps": size / lat / 1e3 * 2 * (world - 1) / world,
+                                "wrong": 0,
+                                "iterations": 1000,
+                                "warmup": 200,
+                            }
+                        )
     for i in range(failed):
-        rows.append({"experiment": experiment, "run_id": run_id("failed", i), "repeat": 0, "attempt": 1,
-                     "system": system, "interconnect": interconnect, "scheduler": "slurm", "gpu": "A100",
-                     "kind": "collective", "status": "failed", "error": "exit code 137 (out of memory?)",
-                     "nodes": nodes[-1], "gpus_per_node": gpus_per_node, "world_size": nodes[-1] * gpus_per_node})
+        rows.append(
+            {
+                "experiment": experiment,
+                "run_id": run_id("failed", i),
+                "repeat": 0,
+                "attempt": 1,
+                "system": system,
+                "interconnect": interconnect,
+                "scheduler": "slurm",
+                "gpu": "A100",
+                "kind": "collective",
+                "status": "failed",
+                "error": "exit code 137 (out of memory?)",
+                "nodes": nodes[-1],
+                "gpus_per_node": gpus_per_node,
+                "world_size": nodes[-1] * gpus_per_node,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,52 @@
+"""`study plot WORKSPACE [...]`: every figure the data supports, as PNG + PDF + the CSV of the points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "write every figure the workspace's data supports into WORKSPACE/figures (PNG, PDF, CSV)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "workspaces",
+        nargs="*",
+        metavar="WORKSPACE",
+        help="collected workspace folder(s); several are plotted together, tagged by system",
+    )
+    parser.add_argument("--out", metavar="DIR", help="where to write (default: the first WORKSPACE/figures)")
+    parser.add_argument(
+        "--only", metavar="NAME", action="append", help="make only this figure (repeatable); see --list"
+    )
+    parser.add_argument("--list", action="store_true", help="list the known figures and what each needs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from analysis.dataset import load_workspaces
+    from analysis.registry import FigureData, load_registry, plot_all
+    from study.errors import InputError
+
+    if args.list:
+        for name, spec in load_registry().items():
+            print(f"{name:26s} {spec.description}  [needs: {spec.needs.describe()}]")
+        return 0
+    if not args.workspaces:
+        raise InputError("give at least one collected workspace", key="WORKSPACE")
+    ds = load_workspaces(args.workspaces)
+    out = Path(args.out) if args.out else Path(args.workspaces[0]) / "figures"
+    results = plot_all(FigureData(ds, list(ds.workspaces)), out, only=args.only)
+    written = 0
+    for r in results:
+        if r.skipped:
+            print(f"skipped {r.name}: {r.skipped}", file=sys.stderr)
+        for files in r.files:
+            written += 1
+            print(f"wrote {files['png']} (+.pdf, .csv)")
+    made = sum(1 for r in results if r.files)
+    print(
+        f"plot: {written} figure file set(s) from {made} of {len(results)} figure kinds into {out}; "
+        f"{len(results) - made} skipped"
+    )
+    return 0
