@@ -1,0 +1,120 @@
+"""Figures: made for data that supports them (PNG + PDF + CSV of the plotted points), skipped with a
+reason otherwise; other modules can register figures; `study plot` writes into WORKSPACE/figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis import synthetic as syn
+from analysis.dataset import from_frames
+from analysis.registry import REGISTRY, FigureData, Needs, figure, load_registry, plot_all
+from analysis.style import save_figure
+from study.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_files(files):
+    assert files["png"].read_bytes()[:8] == PNG_MAGIC
+    assert files["pdf"].read_bytes()[:5] == b"%PDF-"
+    assert not pd.read_csv(files["csv"]).empty
+
+
+@pytest.fixture(scope="module")
+def collective_data():
+    return FigureData(from_frames(syn.collective_frame(nodes=(2, 4), repeats=3)))
+
+
+def test_collective_figures_and_their_points(collective_data, tmp_path):
+    results = {
+        r.name: r for r in plot_all(collective_data, tmp_path, only=["speedup_heatmap", "allreduce_latency"])
+    }
+    assert all(r.skipped is None for r in results.values())
+    (heat,) = results["speedup_heatmap"].files
+    _check_files(heat)
+    points = pd.read_csv(heat["csv"])
+    assert len(points) == 2 * 6
+    for row in points.itertuples(index=False):
+        assert row.speedup == pytest.approx((row.size_bytes / syn.crossover_bytes(row.nodes)) ** 0.5)
+    (lat,) = results["allreduce_latency"].files
+    lat_points = pd.read_csv(lat["csv"])
+    assert set(lat_points["algorithm"]) == {"nccl", "nvrar"}
+    one = lat_points[(lat_points["algorithm"] == "nccl") & (lat_points["nodes"] == 4)]
+    assert one["latency_us_median"].tolist() == pytest.approx(
+        [syn.nccl_latency_us(s, 16) for s in one["size_bytes"]]
+    )
+
+
+def test_unsupported_figures_are_skipped_with_reasons(collective_data, tmp_path):
+    results = {
+        r.name: r
+        for r in plot_all(
+            collective_data, tmp_path, only=["strong_scaling", "nccl_algorithm_map", "interconnect_allreduce"]
+        )
+    }
+    assert results["strong_scaling"].skipped == "no successful inference runs"
+    assert "NCCL_DEBUG=INFO" in results["nccl_algorithm_map"].skipped
+    assert results["interconnect_allreduce"].skipped == "needs 2 systems, the data has 1"
+    assert not list(tmp_path.iterdir())
+
+
+def test_figure_skips_itself_when_data_cannot_make_it(tmp_path):
+    only_nccl = FigureData(from_frames(syn.collective_frame(nodes=(2,), algorithms=("nccl",), repeats=1)))
+    (result,) = plot_all(only_nccl, tmp_path, only=["speedup_heatmap"])
+    assert result.skipped == "no message size measured with both nccl and nvrar"
+
+
+def test_inference_figures(tmp_path):
+    runs, timers = syn.inference_frames(gpus=(4, 8), schemes=("TP",), repeats=1)
+    data = FigureData(from_frames(runs, timers))
+    results = {
+        r.name: r for r in plot_all(data, tmp_path, only=["strong_scaling", "breakdown", "e2e_nvrar_vs_nccl"])
+    }
+    assert all(r.skipped is None for r in results.values()), [r.skipped for r in results.values()]
+    (scaling,) = results["strong_scaling"].files
+    _check_files(scaling)
+    scopes = sorted(f["png"].name for f in results["breakdown"].files)
+    assert scopes == [
+        "breakdown-generate.decode.png",
+        "breakdown-generate.png",
+        "breakdown-generate.prefill.png",
+    ]
+    decode = pd.read_csv(tmp_path / "breakdown-generate.decode.csv")
+    comm = decode[(decode["component"] == "communication") & (decode["allreduce"] == "nccl")]
+    assert comm.set_index("world_size")["time_ms"].to_dict() == pytest.approx(
+        {g: syn.decode_components(g, "nccl")["allreduce"] for g in (4, 8)}
+    )
+
+
+def test_another_module_can_register_a_figure(collective_data, tmp_path):
+    load_registry()
+
+    @figure("test_extra_figure", Needs(kind="collective", columns=("latency_us",)))
+    def extra(data, out_dir):
+        """A figure registered from outside analysis.figures."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        rows = data.rows("collective")
+        ax.plot(rows["size_bytes"], rows["latency_us"], ".")
+        return [save_figure(fig, rows[["size_bytes", "latency_us"]], out_dir, "extra")]
+
+    try:
+        (result,) = plot_all(collective_data, tmp_path, only=["test_extra_figure"])
+        assert result.description == "A figure registered from outside analysis.figures."
+        _check_files(result.files[0])
+        with pytest.raises(ValueError, match="registered twice"):
+            figure("test_extra_figure")(lambda data, out: [])
+    finally:
+        REGISTRY.pop("test_extra_figure", None)
+
+
+def test_study_plot_command(tmp_path, capsys):
+    syn.write_workspace(tmp_path, syn.collective_frame(nodes=(2, 4), repeats=1))
+    assert main(["plot", str(tmp_path), "--only", "speedup_vs_size", "--only", "breakdown"]) == 0
+    out = capsys.readouterr()
+    assert (tmp_path / "figures" / "speedup_vs_size.png").is_file()
+    assert "skipped breakdown: no successful inference runs" in out.err
+    assert main(["plot", str(tmp_path), "--only", "no_such_figure"]) == 2
+    assert "unknown figure(s) no_such_figure" in capsys.readouterr().err
