@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,7 +298,7 @@ def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
 
 
 @pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+def slurm_cluster() -> Iterator[SlurmCluster]:
     """A running Slurm for the whole session; SLURM_CONF is exported for the code under test."""
     missing = missing_binaries()
     if missing or os.geteuid() != 0:
@@ -310,7 +311,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
-    cluster = SlurmCluster(Path(tmp_path_factory.mktemp("slurm", numbered=True)))
+    # munged runs as the munge user, which cannot enter pytest's private temporary folders
+    root = Path(tempfile.mkdtemp(prefix="study-slurm-"))
+    cluster = SlurmCluster(root)
     previous = os.environ.get("SLURM_CONF")
     try:
         cluster.start()
@@ -318,6 +321,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
         if previous is None:
             os.environ.pop("SLURM_CONF", None)
         else:
