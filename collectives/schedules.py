@@ -25,7 +25,6 @@ nvrar                  2(G − 1) + log2(N') + 2 when N ≠ N' (intra ring RS, i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 ALGORITHMS: tuple[str, ...] = ("ring", "recursive-doubling", "rabenseifner", "tree", "nvrar")
@@ -105,29 +104,6 @@ def split(count: int, parts: int) -> list[tuple[int, int]]:
         out.append((offset, n))
         offset += n
     return out
-
-
-class _Builder:
-    """Collects the ops of consecutive steps; sub-plans of several groups merge into the same steps."""
-
-    def __init__(self, topology: Topology):
-        self.topology = topology
-        self.steps: list[tuple[str, list[Op]]] = []
-
-    def new_step(self, phase: str) -> list[Op]:
-        ops: list[Op] = []
-        self.steps.append((phase, ops))
-        return ops
-
-    def message(self, ops: list[Op], src: int, dst: int, offset: int, count: int, reduce: bool) -> None:
-        if count <= 0:
-            return
-        level = self.topology.level(src, dst)
-        ops.append(Op("send", src, dst, offset, count, reduce, level))
-        ops.append(Op("recv", dst, src, offset, count, reduce, level))
-
-    def build(self, algorithm: str, count: int) -> Schedule:
-        return Schedule(algorithm, self.topology, count, [Step(ops, phase) for phase, ops in self.steps])
 
 
 # -- phases over a group of ranks and a region of the buffer -------------------------------------------
@@ -243,51 +219,60 @@ def _binomial_tree(group: list[int], offset: int, count: int) -> list[list[Messa
     return steps
 
 
-def _emit(builder: _Builder, phase: str, steps: Iterable[list[Message]]) -> None:
-    for msgs in steps:
-        ops = builder.new_step(phase)
-        for src, dst, o, n, reduce in msgs:
-            builder.message(ops, src, dst, o, n, reduce)
-
-
 def _merge(per_group: list[list[list[Message]]]) -> list[list[Message]]:
     """Run the sub-plans of several groups side by side, step by step."""
     n = max((len(p) for p in per_group), default=0)
     return [[m for p in per_group if i < len(p) for m in p[i]] for i in range(n)]
 
 
-def _nvrar(builder: _Builder, topology: Topology, count: int) -> None:
+def _nvrar(topology: Topology, count: int) -> list[tuple[str, list[Message]]]:
     g, n = topology.gpus_per_node, topology.nodes
     nodes = [list(range(k * g, (k + 1) * g)) for k in range(n)]
-    _emit(builder, "intra-reduce-scatter", _merge([_ring_reduce_scatter(ranks, 0, count) for ranks in nodes]))
+    reduce_scatter = _merge([_ring_reduce_scatter(ranks, 0, count) for ranks in nodes])
     # After the intra-node reduce-scatter local rank l holds node-slice l; ranks with the same local rank
     # run recursive doubling over that slice across nodes.
     slices = split(count, g)
-    per_local = [_recursive_doubling([k * g + lr for k in range(n)], *slices[lr]) for lr in range(g)]
-    _emit(builder, "inter-recursive-doubling", _merge(per_local))
-    _emit(builder, "intra-all-gather", _merge([_ring_all_gather(ranks, 0, count) for ranks in nodes]))
+    inter = _merge([_recursive_doubling([k * g + lr for k in range(n)], *slices[lr]) for lr in range(g)])
+    all_gather = _merge([_ring_all_gather(ranks, 0, count) for ranks in nodes])
+    return (
+        [("intra-reduce-scatter", m) for m in reduce_scatter]
+        + [("inter-recursive-doubling", m) for m in inter]
+        + [("intra-all-gather", m) for m in all_gather]
+    )
 
 
-def schedule(algorithm: str, topology: Topology, count: int) -> Schedule:
-    """The plan of one all-reduce of `count` elements over every rank of `topology`."""
+def _plan(algorithm: str, topology: Topology, count: int) -> list[tuple[str, list[Message]]]:
+    """(phase, messages) per step: what `schedule` and `plan_traffic` both expand."""
     if algorithm not in ALGORITHMS:
         raise ScheduleError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise ScheduleError(f"count must be a non-negative integer, got {count!r}")
-    builder = _Builder(topology)
     ranks = list(range(topology.world_size))
     if algorithm == "ring":
-        _emit(builder, "reduce-scatter", _ring_reduce_scatter(ranks, 0, count))
-        _emit(builder, "all-gather", _ring_all_gather(ranks, 0, count))
-    elif algorithm == "recursive-doubling":
-        _emit(builder, "recursive-doubling", _recursive_doubling(ranks, 0, count))
-    elif algorithm == "rabenseifner":
-        _emit(builder, "rabenseifner", _rabenseifner(ranks, 0, count))
-    elif algorithm == "tree":
-        _emit(builder, "tree", _binomial_tree(ranks, 0, count))
-    else:
-        _nvrar(builder, topology, count)
-    return builder.build(algorithm, count)
+        return [("reduce-scatter", m) for m in _ring_reduce_scatter(ranks, 0, count)] + [
+            ("all-gather", m) for m in _ring_all_gather(ranks, 0, count)
+        ]
+    if algorithm == "recursive-doubling":
+        return [("recursive-doubling", m) for m in _recursive_doubling(ranks, 0, count)]
+    if algorithm == "rabenseifner":
+        return [("rabenseifner", m) for m in _rabenseifner(ranks, 0, count)]
+    if algorithm == "tree":
+        return [("tree", m) for m in _binomial_tree(ranks, 0, count)]
+    return _nvrar(topology, count)
+
+
+def schedule(algorithm: str, topology: Topology, count: int) -> Schedule:
+    """The plan of one all-reduce of `count` elements over every rank of `topology`."""
+    steps = []
+    for phase, messages in _plan(algorithm, topology, count):
+        ops = []
+        for src, dst, offset, n, reduce in messages:
+            if n > 0:
+                level = topology.level(src, dst)
+                ops.append(Op("send", src, dst, offset, n, reduce, level))
+                ops.append(Op("recv", dst, src, offset, n, reduce, level))
+        steps.append(Step(ops, phase))
+    return Schedule(algorithm, topology, count, steps)
 
 
 def expected_steps(algorithm: str, topology: Topology) -> int:
@@ -404,6 +389,30 @@ def step_traffic(sched: Schedule) -> list[StepTraffic]:
                 if op.reduce:
                     row[col + 2] += op.count
         out.append(StepTraffic(step.phase, tuple(sorted({tuple(v) for v in per_rank.values()}))))
+    return out
+
+
+def plan_traffic(algorithm: str, topology: Topology, count: int) -> list[StepTraffic]:
+    """`step_traffic(schedule(...))` computed from the same plan without building Op objects (fast)."""
+    g = topology.gpus_per_node
+    out = []
+    for phase, messages in _plan(algorithm, topology, count):
+        per_rank: dict[int, list[int]] = {}
+        for src, dst, _offset, n, reduce in messages:
+            if n <= 0:
+                continue
+            col = 0 if src // g == dst // g else 3
+            row = per_rank.get(src)
+            if row is None:
+                row = per_rank[src] = [0, 0, 0, 0, 0, 0]
+            row[col] += n
+            row = per_rank.get(dst)
+            if row is None:
+                row = per_rank[dst] = [0, 0, 0, 0, 0, 0]
+            row[col + 1] += n
+            if reduce:
+                row[col + 2] += n
+        out.append(StepTraffic(phase, tuple(sorted({tuple(v) for v in per_rank.values()}))))
     return out
 
 

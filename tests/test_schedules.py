@@ -13,6 +13,7 @@ from collectives.schedules import (
     ScheduleError,
     Step,
     Topology,
+    plan_traffic,
     schedule,
     simulate,
     split,
@@ -183,6 +184,14 @@ def test_step_traffic_profiles_of_ring_across_nodes() -> None:
         assert set(step.profiles) == {(10, 0, 0, 0, 10, 10), (0, 10, 10, 10, 0, 0)}
     for step in prof[3:]:
         assert set(step.profiles) == {(10, 0, 0, 0, 10, 0), (0, 10, 0, 10, 0, 0)}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_plan_traffic_equals_the_traffic_of_the_built_schedule(algorithm: str) -> None:
+    for topology in TOPOLOGIES:
+        for count in (0, 1, 7, 96):
+            expected = step_traffic(schedule(algorithm, topology, count))
+            assert plan_traffic(algorithm, topology, count) == expected, (topology, count)
 
 
 # -- validate catches broken plans -------------------------------------------------------------------
