@@ -386,9 +386,15 @@ def nccl_bus_bandwidth(nodes: int, gpus_per_node: int, p: Params):
 
 
 def nccl_candidates(
-    nodes: int, gpus_per_node: int, size_bytes, params: CostParams | Params, *, ll128: bool = True
+    nodes: int,
+    gpus_per_node: int,
+    size_bytes,
+    params: CostParams | Params,
+    *,
+    ll128: bool = True,
+    algorithms: tuple[str, ...] = NCCL_ALGORITHMS,
 ) -> dict[tuple[str, str], np.ndarray]:
-    """Predicted µs for every (algorithm, protocol) NCCL would consider."""
+    """Predicted µs for every (algorithm, protocol) NCCL would consider (NCCL_ALGO narrows `algorithms`)."""
     p = _as_arrays(params)
     ranks, g, n = nodes * gpus_per_node, gpus_per_node, nodes
     m = np.asarray(size_bytes, dtype=float)
@@ -399,7 +405,7 @@ def nccl_candidates(
         for lvl in ("intra", "inter")
     }
     out = {}
-    for algo in NCCL_ALGORITHMS:
+    for algo in algorithms:
         for k, proto in enumerate(NCCL_PROTOCOLS):
             if proto == "LL128" and not ll128:
                 continue
@@ -424,13 +430,19 @@ def nccl_candidates(
 
 
 def nccl_predict(
-    nodes: int, gpus_per_node: int, size_bytes, params: CostParams | Params, *, ll128: bool = True
+    nodes: int,
+    gpus_per_node: int,
+    size_bytes,
+    params: CostParams | Params,
+    *,
+    ll128: bool = True,
+    algorithms: tuple[str, ...] = NCCL_ALGORITHMS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(µs, chosen 'algorithm/protocol') of NCCL's default choice; zero time for one rank."""
     if nodes * gpus_per_node == 1:
         m = np.asarray(size_bytes, dtype=float)
         return np.zeros_like(m), np.full(m.shape, "none", dtype=object)
-    cands = nccl_candidates(nodes, gpus_per_node, size_bytes, params, ll128=ll128)
+    cands = nccl_candidates(nodes, gpus_per_node, size_bytes, params, ll128=ll128, algorithms=algorithms)
     names = [f"{a}/{p}" for a, p in cands]
     stacked = np.stack(np.broadcast_arrays(*cands.values()))
     best = np.argmin(stacked, axis=0)

@@ -1,0 +1,522 @@
+"""The harness side of the cost model: system parameters, fitted overrides, ranges, datasets and tables.
+
+`collectives.costmodel` holds the physics (numpy only, importable on compute nodes); this module reads
+system files and workspaces, parses command-line ranges and builds the tables `study model` prints.
+A system's parameters come from `jobs/systems/fitted/<system>.yaml` when a fit was written there,
+else from the `cost_model:` block of its system file; `--set name=value` overrides either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from collectives import costmodel as cm
+from study.errors import InputError, StudyError
+from study.results import atomic_write_text
+from study.systems import SYSTEMS_DIR, System, load_system
+from study.units import format_size, parse_size
+
+FITTED_DIR = SYSTEMS_DIR / "fitted"
+DATASET_COLUMNS = ("algorithm", "size_bytes", "latency_us", "nodes", "gpus_per_node", "system")
+# Measured algorithm names → the model that predicts them (nccl-ring / nccl-tree: NCCL forced to one).
+MEASURED_TO_MODEL = {name: name for name in cm.MODELS} | {"nccl-ring": "nccl", "nccl-tree": "nccl"}
+
+
+# -- ranges ----------------------------------------------------------------------------------------------
+
+
+def _geometric(start: int, stop: int, step: str | None, arg: str, text: str) -> list[int]:
+    if step is not None and not step.startswith(("*", "x")):
+        raise InputError(f"step {step!r} in {text!r} must be +N (arithmetic) or *N (geometric)", key=arg)
+    try:
+        factor = 2 if step is None else int(step[1:])
+    except ValueError as exc:
+        raise InputError(f"factor in {text!r} must be a whole number", key=arg) from exc
+    if factor <= 1:
+        raise InputError(f"factor in {text!r} must be greater than 1", key=arg)
+    out, value = [], start
+    while value <= stop:
+        out.append(value)
+        value *= factor
+    return out
+
+
+def parse_int_range(text: str, arg: str, *, minimum: int = 1) -> list[int]:
+    """`2..1024` (doubling), `2..16:+2` (arithmetic), `2..64:*4` (geometric), `2,3,4` or `8`."""
+    return [int(v) for v in _parse_range(text, arg, int, minimum)]
+
+
+def parse_size_range(text: str, arg: str) -> list[int]:
+    """`64KiB..2MiB` (doubling), `64KiB..1MiB:+64KiB`, `64KiB..2MiB:*4`, `64KiB,1MiB` or `1MiB`."""
+
+    def size(value: str) -> int:
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise InputError(str(exc), key=arg) from exc
+
+    return [int(v) for v in _parse_range(text, arg, size, 1)]
+
+
+def _parse_range(text: str, arg: str, convert, minimum: int) -> list[int]:
+    def one(value: str) -> int:
+        try:
+            number = convert(value.strip())
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{value.strip()!r} is not a whole number", key=arg) from exc
+        if number < minimum:
+            raise InputError(f"{number} is below the minimum {minimum}", key=arg)
+        return number
+
+    text = str(text).strip()
+    if not text:
+        raise InputError("empty range", key=arg)
+    if ".." not in text:
+        return sorted({one(part) for part in text.split(",") if part.strip()})
+    match = re.fullmatch(r"([^.:]+)\.\.([^:]+)(?::(.+))?", text)
+    if not match:
+        raise InputError(f"cannot read range {text!r}; write A..B, A..B:+S, A..B:*F or a list A,B,C", key=arg)
+    start, stop, step = one(match.group(1)), one(match.group(2)), match.group(3)
+    if start > stop:
+        raise InputError(f"range {text!r} runs backwards", key=arg)
+    if step is not None and step.startswith("+"):
+        return list(range(start, stop + 1, one(step[1:])))
+    return _geometric(start, stop, step, arg, text)
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, float]:
+    """`--set alpha_inter_us=2.5` (repeatable) → {"alpha_inter_us": 2.5}."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in cm.PARAM_NAMES:
+            raise InputError(f"unknown parameter {name!r}; known: {', '.join(cm.PARAM_NAMES)}", key="--set")
+        try:
+            out[name] = float(value)
+        except ValueError as exc:
+            raise InputError(f"{item!r}: {value!r} is not a number", key="--set") from exc
+    return out
+
+
+# -- parameters per system ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemModel:
+    """What the model knows about one system: parameters, where they came from, and its GPUs."""
+
+    system: System
+    params: cm.CostParams
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.system.name
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.system.gpus_per_node
+
+    def gpu_rates(self, flop_efficiency: float, bandwidth_efficiency: float) -> cm.GpuRates:
+        if self.system.gpu is None:
+            raise InputError(
+                f"system {self.name} has no GPUs (no `gpu:` block); the engine model needs "
+                "bf16_tflops and hbm_TBps",
+                file=self.system.path,
+                key="gpu",
+            )
+        return cm.GpuRates(
+            self.system.gpu.bf16_tflops, self.system.gpu.hbm_TBps, flop_efficiency, bandwidth_efficiency
+        )
+
+    @property
+    def ll128(self) -> bool:
+        """NCCL enables LL128 by default on NVLink systems only."""
+        link = self.system.intra_node.name.lower() if self.system.intra_node else ""
+        return "nvlink" in link
+
+
+def fitted_path(system: str) -> Path:
+    return FITTED_DIR / f"{system}.yaml"
+
+
+def _params_from_block(block: dict[str, Any], where: str) -> cm.CostParams:
+    try:
+        flat = {
+            "alpha_intra_us": block["intra"]["alpha_us"],
+            "beta_intra_GBps": block["intra"]["beta_GBps"],
+            "gamma_intra_GBps": block["intra"]["gamma_GBps"],
+            "alpha_inter_us": block["inter"]["alpha_us"],
+            "beta_inter_GBps": block["inter"]["beta_GBps"],
+            "gamma_inter_GBps": block["inter"]["gamma_GBps"],
+            "eta": block.get("eta", 1.0),
+        }
+        return cm.CostParams.from_flat({k: float(v) for k, v in flat.items()})
+    except (KeyError, TypeError) as exc:
+        raise InputError(
+            f"incomplete cost_model block (missing {exc})", file=where, key="cost_model"
+        ) from exc
+    except (ValueError, cm.CostModelError) as exc:
+        raise InputError(str(exc), file=where, key="cost_model") from exc
+
+
+def system_model(
+    name: str, overrides: dict[str, float] | None = None, *, use_fitted: bool = True
+) -> SystemModel:
+    """Parameters of `name`: fitted file, else the system file's cost_model block; then overrides."""
+    import yaml
+
+    system = load_system(name)
+    fitted = fitted_path(system.name)
+    if use_fitted and fitted.is_file():
+        try:
+            data = yaml.safe_load(fitted.read_text())
+        except yaml.YAMLError as exc:
+            raise InputError(f"cannot read YAML: {exc}", file=str(fitted)) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("cost_model"), dict):
+            raise InputError("expected a mapping with a cost_model block", file=str(fitted), key="cost_model")
+        params, source = _params_from_block(data["cost_model"], str(fitted)), f"fitted ({fitted})"
+    elif system.cost_model is not None:
+        params = _params_from_block(system.cost_model.model_dump(), system.path)
+        source = f"defaults ({system.path})"
+    else:
+        raise InputError(
+            f"system {system.name} has no cost_model block and no fit",
+            file=system.path,
+            key="cost_model",
+            hint=f"add one, run `study model fit WORKSPACE --write-system`, or pass --set for all of "
+            f"{', '.join(cm.PARAM_NAMES)}",
+        )
+    if overrides:
+        try:
+            params = params.with_values(**overrides)
+        except cm.CostModelError as exc:
+            raise InputError(str(exc), key="--set") from exc
+        source += " with --set " + ", ".join(f"{k}={v:g}" for k, v in overrides.items())
+    return SystemModel(system, params, source)
+
+
+# -- prediction tables ---------------------------------------------------------------------------------
+
+
+def predict_table(models: list[SystemModel], nodes: list[int], sizes: list[int], algorithms: list[str]):
+    """One row per (system, algorithm, nodes, size): predicted µs, NCCL's choice, best algorithm."""
+    import pandas as pd
+
+    size_arr = np.asarray(sizes, dtype=float)
+    rows = []
+    for sm in models:
+        g = sm.gpus_per_node
+        for n in nodes:
+            choice = cm.nccl_predict(n, g, size_arr, sm.params, ll128=sm.ll128)[1]
+            for algorithm in algorithms:
+                t = cm.predict(algorithm, n, g, size_arr, sm.params, ll128=sm.ll128)
+                for size, latency, ch in zip(sizes, np.broadcast_to(t, size_arr.shape), choice, strict=True):
+                    rows.append(
+                        {
+                            "system": sm.name,
+                            "algorithm": algorithm,
+                            "nodes": n,
+                            "gpus_per_node": g,
+                            "world_size": n * g,
+                            "size_bytes": size,
+                            "size": format_size(size),
+                            "latency_us": float(latency),
+                            "nccl_choice": str(ch) if algorithm == "nccl" else "",
+                        }
+                    )
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        best = df.loc[df.groupby(["system", "nodes", "size_bytes"])["latency_us"].idxmin()]
+        key = best.set_index(["system", "nodes", "size_bytes"])["algorithm"]
+        df["fastest"] = [
+            key[(s, n, b)] for s, n, b in zip(df["system"], df["nodes"], df["size_bytes"], strict=True)
+        ]
+    return df
+
+
+def sensitivity_table(models: list[SystemModel], nodes: list[int], sizes: list[int], algorithms: list[str]):
+    """Elasticities ∂T/∂θ·θ/T of every parameter, and which one dominates, per configuration."""
+    import pandas as pd
+
+    rows = []
+    for sm in models:
+        for algorithm in algorithms:
+            for n in nodes:
+                t = cm.predict(
+                    algorithm, n, sm.gpus_per_node, np.asarray(sizes, float), sm.params, ll128=sm.ll128
+                )
+                el = cm.elasticities(algorithm, n, sm.gpus_per_node, np.asarray(sizes, float), sm.params)
+                for i, size in enumerate(sizes):
+                    row = {
+                        "system": sm.name,
+                        "algorithm": algorithm,
+                        "nodes": n,
+                        "size_bytes": size,
+                        "size": format_size(size),
+                        "latency_us": float(np.broadcast_to(t, (len(sizes),))[i]),
+                    }
+                    row |= {f"e_{k}": float(np.broadcast_to(v, (len(sizes),))[i]) for k, v in el.items()}
+                    dominant = max(
+                        el, key=lambda k, i=i: abs(float(np.broadcast_to(el[k], (len(sizes),))[i]))
+                    )
+                    row["dominant"] = dominant
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+ENGINE_STRATEGIES = ("tp", "tp-pp")
+
+
+def engine_table(
+    models: list[SystemModel],
+    model: str,
+    nodes: list[int],
+    tps: list[int] | None,
+    pps: list[int] | None,
+    batches: list[int],
+    prompt_len: int,
+    decode_len: int,
+    micro_batches: int,
+    flop_efficiency: float,
+    bandwidth_efficiency: float,
+):
+    """Decode / prefill / E2E predictions with NCCL and with NVRAR for decode, per configuration.
+
+    Without --tp/--pp each node count gets the study's two layouts: TP over every GPU, and TP inside a
+    node with PP across nodes. Layouts that do not fill the nodes exactly are skipped.
+    """
+    import pandas as pd
+
+    if model not in cm.MODEL_SHAPES:
+        raise InputError(f"unknown model {model!r}; known: {', '.join(cm.MODEL_SHAPES)}", key="--model")
+    shape = cm.MODEL_SHAPES[model]
+    rows = []
+    for sm in models:
+        rates = sm.gpu_rates(flop_efficiency, bandwidth_efficiency)
+        g = sm.gpus_per_node
+        for n in nodes:
+            world = n * g
+            layouts = []
+            if tps is None and pps is None:
+                layouts = [(world, 1), (g, n)] if n > 1 else [(world, 1)]
+            else:
+                for tp in tps or [None]:
+                    for pp in pps or [None]:
+                        tp_ = tp if tp is not None else (world // pp if pp and world % pp == 0 else None)
+                        pp_ = pp if pp is not None else (world // tp if tp and world % tp == 0 else None)
+                        if tp_ and pp_ and tp_ * pp_ == world:
+                            layouts.append((tp_, pp_))
+            for tp, pp in dict.fromkeys(layouts):
+                if pp > shape.layers or (tp > g and tp % g):
+                    continue
+                for batch in batches:
+                    base = {
+                        "system": sm.name,
+                        "model": model,
+                        "nodes": n,
+                        "gpus_per_node": g,
+                        "tp": tp,
+                        "pp": pp,
+                        "batch_size": batch,
+                        "prompt_len": prompt_len,
+                        "decode_len": decode_len,
+                    }
+                    try:
+                        nccl = cm.engine_step(
+                            shape,
+                            tp,
+                            pp,
+                            g,
+                            batch,
+                            prompt_len,
+                            decode_len,
+                            sm.params,
+                            rates,
+                            decode_allreduce="nccl",
+                            micro_batches=micro_batches,
+                            ll128=sm.ll128,
+                        )
+                        nvrar = cm.engine_step(
+                            shape,
+                            tp,
+                            pp,
+                            g,
+                            batch,
+                            prompt_len,
+                            decode_len,
+                            sm.params,
+                            rates,
+                            decode_allreduce="nvrar",
+                            micro_batches=micro_batches,
+                            ll128=sm.ll128,
+                        )
+                    except cm.CostModelError as exc:
+                        raise InputError(str(exc), key="--tp/--pp/--batch-size") from exc
+                    row = base | {f"{k}": v for k, v in nccl.items()}
+                    row |= {
+                        "decode_ms_nvrar": nvrar["decode_ms"],
+                        "e2e_ms_nvrar": nvrar["e2e_ms"],
+                        "decode_allreduce_ms_nvrar": nvrar["decode_allreduce_ms"],
+                        "e2e_speedup_nvrar": nccl["e2e_ms"] / nvrar["e2e_ms"],
+                        "decode_comm_share": (nccl["decode_allreduce_ms"] + nccl["decode_p2p_ms"])
+                        / nccl["decode_ms"],
+                    }
+                    if sm.system.gpu is not None:
+                        row["fits_memory"] = nccl["weights_gb_per_gpu"] < sm.system.gpu.memory_gb
+                    rows.append(row)
+    if not rows:
+        raise InputError("no TP × PP layout fills the requested nodes", key="--tp/--pp")
+    return pd.DataFrame(rows)
+
+
+# -- calibration -----------------------------------------------------------------------------------------
+
+
+def load_measurements(workspace: str | Path):
+    """The collected dataset of a workspace (or a dataset file), with the columns the fit needs."""
+    import pandas as pd
+
+    path = Path(workspace)
+    if path.is_dir():
+        candidates = [path / "dataset.parquet", path / "dataset.csv"]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise InputError(
+                "no dataset.parquet or dataset.csv",
+                file=str(path),
+                hint="run `study collect` on the workspace first",
+            )
+        path = found
+    elif not path.is_file():
+        raise InputError("no such workspace or dataset file", file=str(path))
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, low_memory=False)
+    except Exception as exc:  # pyarrow and pandas raise several unrelated types for a damaged file
+        raise InputError(f"cannot read the dataset: {exc}", file=str(path)) from exc
+    missing = [c for c in DATASET_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"the dataset lacks column(s) {', '.join(missing)} (a collective benchmark sweep has them)",
+            file=str(path),
+            key=missing[0],
+        )
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    return df.dropna(subset=["latency_us", "size_bytes"]), path
+
+
+@dataclass
+class WorkspaceFit:
+    system: str
+    result: cm.FitResult
+    prior: SystemModel
+    data: Any  # the rows used, with predictions and residuals
+    dropped: dict[str, int]
+    dataset: Path
+
+
+def fit_workspace(
+    workspace: str | Path, system: str | None = None, fixed: tuple[str, ...] = (), graphs: bool | None = None
+) -> WorkspaceFit:
+    """Fit α and β per level of one system from a workspace's collective samples."""
+    df, path = load_measurements(workspace)
+    systems = sorted(df["system"].dropna().astype(str).unique())
+    if system is None:
+        if len(systems) != 1:
+            raise InputError(
+                f"the dataset holds {len(systems)} systems ({', '.join(systems) or 'none'}); "
+                "choose one with --system",
+                key="--system",
+            )
+        system = systems[0]
+    elif system not in systems:
+        raise InputError(
+            f"no samples of system {system!r} (found: {', '.join(systems) or 'none'})", key="--system"
+        )
+    df = df[df["system"].astype(str) == system]
+    if graphs is not None and "graphs" in df.columns:
+        df = df[df["graphs"].astype(bool) == graphs]
+    usable = df["algorithm"].astype(str).isin(cm.ALGORITHMS)
+    dropped = df.loc[~usable, "algorithm"].astype(str).value_counts().to_dict()
+    df = df[usable].copy()
+    prior = system_model(system, use_fitted=False)
+    if df.empty:
+        raise InputError(
+            f"no samples of an algorithm with a schedule model ({', '.join(cm.ALGORITHMS)}) for {system}; "
+            f"found only {', '.join(f'{k} ({v})' for k, v in dropped.items()) or 'nothing'}",
+            file=str(path),
+            key="algorithm",
+        )
+    try:
+        result = cm.fit(
+            df["algorithm"].astype(str).to_numpy(),
+            df["nodes"].astype(int).to_numpy(),
+            df["gpus_per_node"].astype(int).to_numpy(),
+            df["size_bytes"].astype(float).to_numpy(),
+            df["latency_us"].astype(float).to_numpy(),
+            prior.params,
+            fixed=fixed,
+        )
+    except cm.FitError as exc:
+        missing = f"; needed: {exc.missing}" if exc.missing else ""
+        if "non-physical" in str(exc):
+            raise StudyError(f"{exc}{missing}") from exc
+        raise InputError(f"cannot fit {system} from {path}: {exc}{missing}", key="dataset") from exc
+    df["predicted_us"] = result.predicted_us
+    df["relative_residual"] = result.relative_residuals
+    return WorkspaceFit(system, result, prior, df, dropped, path)
+
+
+def fit_document(fit: WorkspaceFit) -> dict[str, Any]:
+    """The YAML written for a fit: a cost_model block the model reads, plus the fit's provenance."""
+    p, r = fit.result.params, fit.result
+
+    def level(link: cm.LinkParams, name: str) -> dict[str, Any]:
+        fitted_here = any(f"_{name}_" in k for k in r.fitted)
+        source = f"least-squares fit of {fit.dataset}" if fitted_here else fit.prior.source
+        return {
+            "alpha_us": round(link.alpha_us, 6),
+            "beta_GBps": round(link.beta_GBps, 6),
+            "gamma_GBps": link.gamma_GBps,
+            "source": source,
+        }
+
+    return {
+        "cost_model": {
+            "intra": level(p.intra, "intra"),
+            "inter": level(p.inter, "inter"),
+            "eta": p.eta,
+            "source": f"fitted from {fit.dataset}; γ and η from {fit.prior.source}",
+        },
+        "fit": {
+            "system": fit.system,
+            "dataset": str(fit.dataset),
+            "samples": r.samples,
+            "iterations": r.iterations,
+            "fitted": list(r.fitted),
+            "stderr": {k: round(v, 6) for k, v in r.stderr.items()},
+            "rms_relative_residual": round(r.rms_relative, 6),
+            "max_abs_relative_residual": round(float(np.max(np.abs(r.relative_residuals))), 6),
+            "prior": fit.prior.params.flat(),
+            "prior_source": fit.prior.source,
+            "dropped_algorithms": fit.dropped,
+            "algorithms": sorted(fit.data["algorithm"].astype(str).unique()),
+            "nodes": sorted(int(n) for n in fit.data["nodes"].unique()),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, yaml.safe_dump(document, sort_keys=False))
