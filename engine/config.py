@@ -1,0 +1,280 @@
+"""Model shapes (named presets or a Hugging Face config.json) and the run configuration with its checks.
+
+Every check here runs before torch.distributed starts or any tensor is allocated, so a bad combination
+of arguments costs nothing but an error naming the argument (exit code 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad input: `key` names the argument or the file and key; the command line exits with code 2."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+LLAMA31_ROPE_SCALING = {
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Shape of a Llama-family decoder; names follow the published Llama-3.1 configuration."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    vocab_size: int = 128256
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: dict[str, float] | None = field(default_factory=lambda: dict(LLAMA31_ROPE_SCALING))
+    head_dim: int = 0
+    max_seq_len: int = 131072
+    tie_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.head_dim == 0:
+            object.__setattr__(self, "head_dim", self.dim // self.n_heads)
+        for f in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "head_dim"):
+            if getattr(self, f) <= 0:
+                raise ConfigError(f"model.{f}", f"must be positive, got {getattr(self, f)}")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError("model.n_kv_heads", f"{self.n_kv_heads} does not divide n_heads {self.n_heads}")
+
+    def weight_count(self) -> int:
+        """Parameters of the whole model: embedding, layers, final norm and (untied) head."""
+        attn = self.dim * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
+        layer = attn + 3 * self.dim * self.ffn_dim + 2 * self.dim
+        head = 0 if self.tie_embeddings else self.vocab_size * self.dim
+        return self.vocab_size * self.dim + self.n_layers * layer + self.dim + head
+
+
+PRESETS: dict[str, ModelArgs] = {
+    "llama3.1-8b": ModelArgs(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336),
+    "llama3.1-70b": ModelArgs(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, ffn_dim=28672),
+    "llama3.1-405b": ModelArgs(dim=16384, n_layers=126, n_heads=128, n_kv_heads=8, ffn_dim=53248),
+    # Tiny shapes for tests on CPU: GQA with 2 KV heads (so TP 4 replicates them), 4 layers (PP 4).
+    "tiny": ModelArgs(
+        dim=64,
+        n_layers=4,
+        n_heads=8,
+        n_kv_heads=2,
+        ffn_dim=160,
+        vocab_size=256,
+        rope_theta=10000.0,
+        rope_scaling={
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        max_seq_len=1024,
+    ),
+    "tiny-mha": ModelArgs(
+        dim=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=4,
+        ffn_dim=128,
+        vocab_size=256,
+        rope_scaling=None,
+        max_seq_len=1024,
+    ),
+    # About 1 B parameters with the 8B's layer shape: a quick GPU check of TP against one GPU.
+    "llama3.1-8b-4l": ModelArgs(dim=4096, n_layers=4, n_heads=32, n_kv_heads=8, ffn_dim=14336),
+}
+
+
+def model_args_from_hf(folder: str | Path) -> ModelArgs:
+    """Shape from a Hugging Face `config.json` (Llama architecture; rope in either spelling)."""
+    path = Path(folder) / "config.json"
+    try:
+        cfg: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("--weights", f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError("--weights", f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from exc
+    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    theta = float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    scaling = None
+    if rope.get("rope_type", rope.get("type")) == "llama3":
+        scaling = {k: float(rope[k]) for k in LLAMA31_ROPE_SCALING}
+    elif rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ConfigError(f"{path}: rope_parameters.rope_type", f"unsupported {rope.get('rope_type')!r}")
+    try:
+        return ModelArgs(
+            dim=int(cfg["hidden_size"]),
+            n_layers=int(cfg["num_hidden_layers"]),
+            n_heads=int(cfg["num_attention_heads"]),
+            n_kv_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
+            ffn_dim=int(cfg["intermediate_size"]),
+            vocab_size=int(cfg["vocab_size"]),
+            norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+            rope_theta=theta,
+            rope_scaling=scaling,
+            head_dim=int(cfg.get("head_dim") or 0),
+            max_seq_len=int(cfg.get("max_position_embeddings", 131072)),
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"{path}: {exc.args[0]}", "missing") from exc
+
+
+@dataclass
+class RunConfig:
+    """One engine run, as given on the command line (docs/internals.md lists the flags)."""
+
+    model: str = "tiny"
+    tp: int = 1
+    pp: int = 1
+    batch_size: int = 1
+    prompt_len: int = 16
+    decode_len: int = 8
+    allreduce: str | None = None
+    prefill_allreduce: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    compile: bool = False
+    cuda_graphs: bool = True
+    micro_batches: int = 1
+    pp_split: list[int] | None = None
+    vocab_parallel: bool = False
+    breakdown: bool = False
+    seed: int = 0
+    weights: str | None = None
+    prompt_file: str | None = None
+    warmup: int = 1
+    gpus_per_node: int | None = None
+    results: str | None = None
+
+    def as_params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results"}
+
+
+DTYPES = ("bf16", "fp16", "fp32")
+
+
+def resolve_model(cfg: RunConfig) -> ModelArgs:
+    """The model shape: a preset by name, or the config.json of --weights (which then wins)."""
+    if cfg.weights:
+        return model_args_from_hf(cfg.weights)
+    if cfg.model not in PRESETS:
+        raise ConfigError(
+            "--model",
+            f"unknown model {cfg.model!r}; known: {', '.join(PRESETS)} "
+            "(or give --weights DIR with a Hugging Face checkpoint)",
+        )
+    return PRESETS[cfg.model]
+
+
+def stage_layers(n_layers: int, pp: int, split: list[int] | None) -> list[range]:
+    """Layers of each pipeline stage: `split` as given, else even with the remainder on early stages."""
+    if split is None:
+        base, extra = divmod(n_layers, pp)
+        split = [base + (1 if s < extra else 0) for s in range(pp)]
+    ranges, start = [], 0
+    for count in split:
+        ranges.append(range(start, start + count))
+        start += count
+    return ranges
+
+
+def validate(cfg: RunConfig, args: ModelArgs, world_size: int) -> None:
+    """Refuse every combination the engine cannot run, naming the argument; allocates nothing."""
+    for key in ("tp", "pp", "batch_size", "prompt_len", "decode_len", "micro_batches"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"--{key.replace('_', '-')}", f"must be at least 1, got {getattr(cfg, key)}")
+    if cfg.warmup < 0:
+        raise ConfigError("--warmup", f"must be at least 0, got {cfg.warmup}")
+    if cfg.tp * cfg.pp != world_size:
+        raise ConfigError(
+            "--tp/--pp",
+            f"tp {cfg.tp} x pp {cfg.pp} = {cfg.tp * cfg.pp} but the launcher started {world_size} rank(s)",
+        )
+    if args.n_heads % cfg.tp:
+        raise ConfigError("--tp", f"{cfg.tp} does not divide the {args.n_heads} attention heads")
+    if cfg.tp > args.n_kv_heads and cfg.tp % args.n_kv_heads:
+        raise ConfigError(
+            "--tp", f"{cfg.tp} is above the {args.n_kv_heads} KV heads and not a multiple of it"
+        )
+    if cfg.tp <= args.n_kv_heads and args.n_kv_heads % cfg.tp:
+        raise ConfigError("--tp", f"{cfg.tp} does not divide the {args.n_kv_heads} KV heads")
+    if args.ffn_dim % cfg.tp:
+        raise ConfigError("--tp", f"{cfg.tp} does not divide the MLP width {args.ffn_dim}")
+    if cfg.vocab_parallel and args.vocab_size % cfg.tp:
+        raise ConfigError("--vocab-parallel", f"tp {cfg.tp} does not divide the vocabulary {args.vocab_size}")
+    if cfg.pp > args.n_layers:
+        raise ConfigError("--pp", f"{cfg.pp} stages but the model has only {args.n_layers} layers")
+    if cfg.pp_split is not None:
+        if (
+            len(cfg.pp_split) != cfg.pp
+            or any(n < 1 for n in cfg.pp_split)
+            or sum(cfg.pp_split) != args.n_layers
+        ):
+            raise ConfigError(
+                "--pp-split",
+                f"{cfg.pp_split} must be {cfg.pp} positive layer counts summing to {args.n_layers}",
+            )
+    if cfg.batch_size % cfg.micro_batches:
+        raise ConfigError(
+            "--micro-batches", f"{cfg.micro_batches} does not divide --batch-size {cfg.batch_size}"
+        )
+    if cfg.prompt_len + cfg.decode_len > args.max_seq_len:
+        raise ConfigError(
+            "--prompt-len",
+            f"prompt {cfg.prompt_len} + decode {cfg.decode_len} exceeds the "
+            f"model's {args.max_seq_len} positions",
+        )
+    if cfg.dtype is not None and cfg.dtype not in DTYPES:
+        raise ConfigError("--dtype", f"expected one of {DTYPES}, got {cfg.dtype!r}")
+    if cfg.device not in (None, "cpu", "cuda"):
+        raise ConfigError("--device", f"expected cpu or cuda, got {cfg.device!r}")
+    if cfg.breakdown and cfg.compile:
+        raise ConfigError("--breakdown", "times each part of a layer eagerly; run it with --no-compile")
+    if cfg.gpus_per_node is not None and cfg.gpus_per_node < 1:
+        raise ConfigError("--gpus-per-node", f"must be at least 1, got {cfg.gpus_per_node}")
+
+
+def read_prompt_file(path: str | Path, batch_size: int, prompt_len: int, vocab_size: int) -> list[list[int]]:
+    """Prompts as token ids, one prompt a line, whitespace-separated; all of one length."""
+    prompts: list[list[int]] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError("--prompt-file", f"{path}: cannot read: {exc.strerror or exc}") from exc
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ids = [int(tok) for tok in line.split()]
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{lineno}", f"not a list of integer token ids: {exc}") from exc
+        if len(ids) != prompt_len:
+            raise ConfigError(f"{path}:{lineno}", f"{len(ids)} tokens, expected --prompt-len {prompt_len}")
+        if any(not 0 <= t < vocab_size for t in ids):
+            raise ConfigError(f"{path}:{lineno}", f"token id outside the vocabulary [0, {vocab_size})")
+        prompts.append(ids)
+    if len(prompts) != batch_size:
+        raise ConfigError(
+            "--prompt-file", f"{path}: {len(prompts)} prompts, expected --batch-size {batch_size}"
+        )
+    return prompts
+
+
+def cache_len(prompt_len: int, decode_len: int) -> int:
+    """KV-cache positions: prompt plus generated tokens, rounded up to 16 for aligned kernels."""
+    return int(math.ceil((prompt_len + decode_len) / 16) * 16)
