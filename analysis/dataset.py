@@ -332,7 +332,11 @@ def median_ci_ranks(n: int, level: float = CI_TARGET) -> tuple[int, int, float]:
 
 def summarize(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> pd.DataFrame:
     """Summarise `values` over the rows sharing `keys` (the repeats): n, median, q1, q3, iqr, mean,
-    ci_lo / ci_hi of the median and ci_level. Vectorised: no Python per group."""
+    ci_lo / ci_hi of the median and ci_level.
+
+    Vectorised over groups (one sort, then index arithmetic): a 100k-row dataset takes well under a
+    second. Quantiles interpolate linearly, as pandas and numpy do by default.
+    """
     import numpy as np
     import pandas as pd
 
@@ -342,35 +346,38 @@ def summarize(df: pd.DataFrame, keys: Sequence[str], values: Sequence[str]) -> p
         sub = df[keys + [value]].dropna(subset=[value])
         if sub.empty:
             continue
-        g = sub.groupby(keys, dropna=False, sort=True)[value]
-        stats = pd.DataFrame(
-            {
-                f"{value}_n": g.size(),
-                f"{value}_median": g.median(),
-                f"{value}_q1": g.quantile(0.25),
-                f"{value}_q3": g.quantile(0.75),
-                f"{value}_mean": g.mean(),
-            }
-        )
+        gid = sub.groupby(keys, dropna=False, sort=True).ngroup().to_numpy()
+        vals = sub[value].to_numpy(dtype=float)
+        order = np.lexsort((vals, gid))
+        groups, ordered = gid[order], vals[order]
+        counts = np.bincount(groups)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+
+        def quantile(q: float, counts=counts, starts=starts, ordered=ordered) -> np.ndarray:
+            pos = q * (counts - 1)
+            below = np.floor(pos).astype(np.int64)
+            frac = pos - below
+            lo = ordered[starts + below]
+            hi = ordered[starts + np.minimum(below + 1, counts - 1)]
+            return lo + (hi - lo) * frac
+
+        table = {int(m): median_ci_ranks(int(m)) for m in np.unique(counts)}
+        lo_rank = np.array([table[int(m)][0] for m in counts])
+        hi_rank = np.array([table[int(m)][1] for m in counts])
+        stats = sub[keys].iloc[order[starts]].reset_index(drop=True)
+        stats[f"{value}_n"] = counts
+        stats[f"{value}_median"] = quantile(0.5)
+        stats[f"{value}_q1"] = quantile(0.25)
+        stats[f"{value}_q3"] = quantile(0.75)
+        stats[f"{value}_mean"] = np.bincount(groups, weights=ordered) / counts
         stats[f"{value}_iqr"] = stats[f"{value}_q3"] - stats[f"{value}_q1"]
-        ordered = sub.sort_values(keys + [value], kind="mergesort")
-        rank = ordered.groupby(keys, dropna=False, sort=False).cumcount().to_numpy() + 1
-        n = ordered.groupby(keys, dropna=False, sort=False)[value].transform("size").to_numpy()
-        table = {m: median_ci_ranks(int(m)) for m in np.unique(n)}
-        lo_rank = np.array([table[m][0] for m in n])
-        hi_rank = np.array([table[m][1] for m in n])
-        idx = pd.MultiIndex.from_frame(ordered[keys]) if len(keys) > 1 else pd.Index(ordered[keys[0]])
-        vals = ordered[value].to_numpy()
-        lo = pd.Series(vals[rank == lo_rank], index=idx[rank == lo_rank])
-        hi = pd.Series(vals[rank == hi_rank], index=idx[rank == hi_rank])
-        stats[f"{value}_ci_lo"] = lo.reindex(stats.index).to_numpy()
-        stats[f"{value}_ci_hi"] = hi.reindex(stats.index).to_numpy()
-        levels = pd.Series({m: table[m][2] for m in table})
-        stats[f"{value}_ci_level"] = stats[f"{value}_n"].map(levels).to_numpy()
-        out = stats if out is None else out.join(stats, how="outer")
+        stats[f"{value}_ci_lo"] = ordered[starts + lo_rank - 1]
+        stats[f"{value}_ci_hi"] = ordered[starts + hi_rank - 1]
+        stats[f"{value}_ci_level"] = [table[int(m)][2] for m in counts]
+        out = stats if out is None else out.merge(stats, on=keys, how="outer")
     if out is None:
         return pd.DataFrame(columns=keys)
-    return out.reset_index()
+    return out
 
 
 def config_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
@@ -400,6 +407,8 @@ def config_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     for col in df.columns:
         if col in skip or str(col).endswith(UNIT_SUFFIXES) and col != "size_bytes":
             continue
+        if not df[col].notna().any():
+            continue  # a parameter of other rows (an inference column among collective rows)
         cols.append(col)
     return cols
 

@@ -29,6 +29,18 @@ METRIC_LABELS = {
 }
 
 
+# Above this many cells a heat map shows colours only: hundreds of labels are unreadable and slow to draw.
+MAX_ANNOTATED_CELLS = 160
+MAX_TICKS = 12
+
+
+def _thin(positions) -> list[int]:
+    """At most MAX_TICKS evenly spaced tick positions (every k-th), so long size axes stay legible."""
+    positions = list(positions)
+    step = max(1, -(-len(positions) // MAX_TICKS))
+    return positions[::step]
+
+
 def _slug(*parts: object) -> str:
     text = "-".join(str(p) for p in parts if p is not None and str(p) != "" and p == p)
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-").lower()
@@ -65,6 +77,7 @@ def _size_axis(ax: Axes, axis: str = "x") -> None:
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    target.set_major_locator(mticker.LogLocator(base=2, numticks=MAX_TICKS))
     target.set_major_formatter(mticker.FuncFormatter(lambda v, _: human_bytes(v).replace(" ", "\u2009")))
     target.set_minor_formatter(mticker.NullFormatter())
 
@@ -277,6 +290,21 @@ def breakdown_regions(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
 
 # -- collectives ----------------------------------------------------------------------------------------
 
+
+def _latencies(data: FigureData) -> pd.DataFrame:
+    from analysis.speedup import latency_table
+
+    return data.cached("latency_table", lambda: latency_table(data.rows("collective")))
+
+
+def _speedups(data: FigureData) -> pd.DataFrame:
+    from analysis.speedup import speedup_table
+
+    return data.cached(
+        "speedup_table", lambda: speedup_table(data.rows("collective"), latencies=_latencies(data))
+    )
+
+
 COLL_PAGE_KEYS = ["system", "dtype", "graphs", "in_place", "experiment"]
 
 
@@ -285,9 +313,7 @@ def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     """All-reduce latency against message size, per algorithm, one panel per node count (log-log)."""
     import matplotlib.pyplot as plt
 
-    from analysis.speedup import latency_table
-
-    table = latency_table(data.rows("collective"))
+    table = _latencies(data)
     written = []
     for page, part in _pages(table, COLL_PAGE_KEYS):
         nodes = sorted(part["nodes"].unique())
@@ -337,9 +363,9 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
-    from analysis.speedup import human_bytes, speedup_table
+    from analysis.speedup import human_bytes
 
-    table = speedup_table(data.rows("collective"))
+    table = _speedups(data)
     if table.empty:
         raise SkipFigure("no message size measured with both nccl and nvrar")
     written = []
@@ -347,12 +373,15 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         grid = part.pivot_table(index="nodes", columns="size_bytes", values="speedup", aggfunc="median")
         values = np.log2(grid.to_numpy(float))
         limit = max(1.0, float(np.nanmax(np.abs(values))))
-        fig, ax = plt.subplots(figsize=(0.75 * grid.shape[1] + 2.5, 0.55 * grid.shape[0] + 1.8))
+        fig, ax = plt.subplots(
+            figsize=(min(14.0, 0.75 * grid.shape[1] + 2.5), min(9.0, 0.55 * grid.shape[0] + 1.8))
+        )
         im = ax.imshow(
             values, cmap="RdBu", norm=TwoSlopeNorm(0.0, -limit, limit), aspect="auto", origin="lower"
         )
+        annotate = grid.size <= MAX_ANNOTATED_CELLS
         for (r, c), v in np.ndenumerate(grid.to_numpy(float)):
-            if np.isfinite(v):
+            if annotate and np.isfinite(v):
                 ax.text(
                     c,
                     r,
@@ -362,7 +391,8 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                     fontsize=7.5,
                     color="white" if abs(np.log2(v)) > 0.6 * limit else "black",
                 )
-        ax.set_xticks(range(grid.shape[1]), [human_bytes(s) for s in grid.columns], rotation=45, ha="right")
+        cols = _thin(range(grid.shape[1]))
+        ax.set_xticks(cols, [human_bytes(grid.columns[c]) for c in cols], rotation=45, ha="right")
         ax.set_yticks(range(grid.shape[0]), [str(int(n)) for n in grid.index])
         ax.set_xlabel("message size")
         ax.set_ylabel("nodes")
@@ -382,9 +412,9 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     """NVRAR over NCCL speedup against message size per node count, with the crossover sizes marked."""
     import matplotlib.pyplot as plt
 
-    from analysis.speedup import crossovers, speedup_table
+    from analysis.speedup import crossovers
 
-    table = speedup_table(data.rows("collective"))
+    table = _speedups(data)
     if table.empty:
         raise SkipFigure("no message size measured with both nccl and nvrar")
     cross = crossovers(table)
@@ -472,7 +502,9 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
     for row in amap.itertuples(index=False):
         grid[ranks.index(row.nranks), sizes.index(row.size_bytes)] = choices.index(row.choice)
     cmap = ListedColormap([PALETTE[i % len(PALETTE)] for i in range(len(choices))])
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(sizes) + 2.5), max(2.6, 0.45 * len(ranks) + 1.8)))
+    fig, ax = plt.subplots(
+        figsize=(min(14.0, max(5.0, 0.5 * len(sizes) + 2.5)), min(9.0, max(2.6, 0.45 * len(ranks) + 1.8)))
+    )
     ax.imshow(
         np.ma.masked_invalid(grid),
         cmap=cmap,
@@ -481,8 +513,9 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
         aspect="auto",
         origin="lower",
     )
+    annotate = grid.size <= MAX_ANNOTATED_CELLS
     for (r, c), v in np.ndenumerate(grid):
-        if np.isfinite(v):
+        if annotate and np.isfinite(v):
             ax.text(
                 c,
                 r,
@@ -492,7 +525,8 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
                 fontsize=6.5,
                 color="white",
             )
-    ax.set_xticks(range(len(sizes)), [human_bytes(s) for s in sizes], rotation=45, ha="right")
+    ticks = _thin(range(len(sizes)))
+    ax.set_xticks(ticks, [human_bytes(sizes[i]) for i in ticks], rotation=45, ha="right")
     ax.set_yticks(range(len(ranks)), [str(int(r)) for r in ranks])
     ax.set_xlabel("message size")
     ax.set_ylabel("GPUs (communicator ranks)")
@@ -520,9 +554,8 @@ def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Pa
     import matplotlib.pyplot as plt
 
     from analysis.compare import system_label
-    from analysis.speedup import latency_table
 
-    table = latency_table(data.rows("collective"))
+    table = _latencies(data)
     table = table.assign(system_label=system_label(table))
     labels = sorted(table["system_label"].unique())
     algorithms = sorted(table["algorithm"].unique())

@@ -65,9 +65,16 @@ class FigureData:
     dataset: Dataset
     workspaces: list[Path] = field(default_factory=list)
     _nccl: pd.DataFrame | None = None
+    _memo: dict[str, Any] = field(default_factory=dict)
 
     def rows(self, kind: str | None) -> pd.DataFrame:
         return self.dataset.ok if kind is None else self.dataset.kind(kind)
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A table several figures share (latencies, speedups), computed once per `study plot`."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @property
     def nccl(self) -> pd.DataFrame:

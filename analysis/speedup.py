@@ -40,11 +40,19 @@ def _series_keys(table: pd.DataFrame, drop: tuple[str, ...]) -> list[str]:
     ]
 
 
-def speedup_table(df: pd.DataFrame, baseline: str = BASELINE, candidate: str = CANDIDATE) -> pd.DataFrame:
-    """One row per (configuration, size) measured with both algorithms: both latencies and speedup."""
+def speedup_table(
+    df: pd.DataFrame,
+    baseline: str = BASELINE,
+    candidate: str = CANDIDATE,
+    latencies: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per (configuration, size) measured with both algorithms: both latencies and speedup.
+
+    `latencies` is `latency_table(df)` when the caller has it already.
+    """
     import pandas as pd
 
-    table = latency_table(df)
+    table = latency_table(df) if latencies is None else latencies
     if table.empty:
         return pd.DataFrame()
     keys = _series_keys(table, drop=("algorithm",))

@@ -265,3 +265,21 @@ def test_side_by_side_ratio():
         assert values[vista] == pytest.approx(want_b)
         assert values[cols.index(ratio[0])] == pytest.approx(want_b / want_a)
     assert math.isfinite(table[ratio[0]].sum())
+
+
+def test_summarize_matches_pandas_on_random_groups():
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame(
+        {"a": rng.integers(0, 5, 2000), "b": rng.choice(["x", None], 2000), "v": rng.random(2000)}
+    )
+    out = summarize(df, ["a", "b"], ["v"]).set_index(["a", "b"])
+    g = df.groupby(["a", "b"], dropna=False)["v"]
+    ref = pd.DataFrame(
+        {"median": g.median(), "q1": g.quantile(0.25), "q3": g.quantile(0.75), "mean": g.mean()}
+    )
+    for col in ("median", "q1", "q3", "mean"):
+        assert out[f"v_{col}"].sort_index().to_numpy() == pytest.approx(ref[col].sort_index().to_numpy())
+    assert int(out["v_n"].sum()) == 2000
+    assert (out["v_ci_lo"] <= out["v_median"]).all() and (out["v_median"] <= out["v_ci_hi"]).all()
