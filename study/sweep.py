@@ -19,6 +19,7 @@ from study.config import Experiment, checker_for
 from study.errors import InputError
 from study.expr import ExprError
 from study.systems import System
+from study.yamlpos import Positions
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,26 @@ class Run:
     gpus_per_node: int
     world_size: int
     walltime_s: int
+    params_json: str = field(default="", repr=False, compare=False)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, ASCII: one spelling per value, the input of run ids."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def run_id_for(experiment_name: str, params: dict[str, Any], repeat: int) -> str:
-    """12 hex digits of SHA-256 over canonical JSON (sorted keys), so key order never changes an id."""
-    text = json.dumps(
-        {"experiment": experiment_name, "params": params, "repeat": repeat},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
+    """12 hex digits of SHA-256 over the canonical JSON of {experiment, params, repeat}.
+
+    Keys are sorted, so the order in which an experiment file lists its keys never changes an id.
+    """
+    return _run_id(canonical_json(experiment_name), canonical_json(params), repeat)
+
+
+def _run_id(name_json: str, params_json: str, repeat: int) -> str:
+    # Byte for byte canonical_json({"experiment": ..., "params": ..., "repeat": ...}), built from parts
+    # so that the repeats of one point serialize their parameters once.
+    text = f'{{"experiment":{name_json},"params":{params_json},"repeat":{repeat}}}'
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -57,6 +68,9 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
     runs: list[Run] = []
     seen: dict[str, dict[str, Any]] = {}
     walltime_s = experiment.resources.walltime
+    repeats = experiment.repeats
+    name_json = canonical_json(experiment.name)
+    checkers = {name: checker_for(kind, name) for name, _ in compiled.derived}
     excluded = 0
 
     for combo in itertools.product(*[axis.values for axis in compiled.axes]):
@@ -72,7 +86,7 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
                 result = expression.evaluate(values)
             except ExprError as exc:
                 raise pos.error(("derived", name), f"{exc} (with {_describe(values)})") from None
-            checker = checker_for(kind, name)
+            checker = checkers[name]
             if checker is not None:
                 try:
                     result = checker(result)
@@ -87,14 +101,15 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
                 compiled.sources.get("world_size", ("derived",)),
                 f"world_size {values['world_size']} differs from nodes x gpus_per_node = {capacity}",
             )
-        _apply_kind_defaults(kind, values, experiment)
-        if _excluded(values, compiled.exclusions, pos):
+        _apply_kind_defaults(kind, values, compiled.sources, pos)
+        if compiled.exclusions and _excluded(values, compiled.exclusions, pos):
             excluded += 1
             continue
-        _check_resources(values, system, experiment)
+        _check_resources(values, system, compiled.sources, pos)
         params = {key: values[key] for key in sorted(values)}
-        for repeat in range(experiment.repeats):
-            run_id = run_id_for(experiment.name, params, repeat)
+        params_json = canonical_json(params)
+        for repeat in range(repeats):
+            run_id = _run_id(name_json, params_json, repeat)
             if run_id in seen:
                 raise InputError(
                     f"duplicate runs: two points of the sweep resolve to the same parameters "
@@ -112,6 +127,7 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
                     params["gpus_per_node"],
                     params["world_size"],
                     walltime_s,
+                    params_json,
                 )
             )
     if not runs:
@@ -122,9 +138,7 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
     return runs
 
 
-def _apply_kind_defaults(kind: str, values: dict[str, Any], experiment: Experiment) -> None:
-    pos = experiment.positions
-    sources = experiment.compiled.sources
+def _apply_kind_defaults(kind: str, values: dict[str, Any], sources: dict, pos: Positions) -> None:
     if kind == "inference":
         pp = values.setdefault("pp", 1)
         if "tp" not in values:
@@ -168,9 +182,7 @@ def _excluded(values: dict[str, Any], exclusions: tuple, pos: Any) -> bool:
     return False
 
 
-def _check_resources(values: dict[str, Any], system: System, experiment: Experiment) -> None:
-    sources = experiment.compiled.sources
-    pos = experiment.positions
+def _check_resources(values: dict[str, Any], system: System, sources: dict, pos: Positions) -> None:
     if system.has_gpus and values["gpus_per_node"] > system.gpus_per_node:
         raise pos.error(
             sources.get("gpus_per_node", ("resources",)),

@@ -30,9 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.file)
     system = load_system(args.system or experiment.system)
-    plan, _ = build_plan(
-        experiment, system, Path(default_workspace(experiment)).absolute(), None, scripts=False
-    )
+    workspace = Path(default_workspace(experiment)).absolute()
+    plan, _ = build_plan(experiment, system, workspace, None, scripts=False, commands=args.format == "json")
     if args.format == "csv":
         print(plan_csv(plan), end="")
         return 0
