@@ -1,0 +1,406 @@
+"""All-reduce benchmark in the shape of nccl-tests' all_reduce_perf, for every backend of collectives.api.
+
+    python -m collectives.bench -b 64K -e 2M -f 2 --algo nccl,nvrar --dtype bf16 -n 1000 -w 200 [--graphs]
+
+Start it with one process per GPU (or per CPU rank) under torchrun, srun, mpirun or mpiexec. Each
+algorithm prints one nccl-tests block (`size(B) count type redop root time(us) algbw(GB/s) busbw(GB/s)
+#wrong`, busbw = algbw · 2(n−1)/n); `time` is the mean time per call, maximum over ranks, measured
+with CUDA events on GPUs and a monotonic clock on CPUs (after a barrier). With `--graphs`,
+`--graph-calls` calls are captured in one CUDA graph and the graph is replayed. `-c 1` (default) checks
+one call per size against the exact sum: inputs are small integers, exact in every dtype, and
+`#wrong` counts differing elements. On CPUs the default algorithms are our reference schedules plus
+gloo's all_reduce and, when started by mpirun with mpi4py present, Open MPI's Allreduce (`mpi`), as
+sanity data. Rank 0 writes results.json (study/results.py; samples as in docs/results.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from collectives.api import BACKENDS, REFERENCE_SCHEDULES, AllReduce, AllReduceUnavailable, make_allreduce
+from collectives.launch import LaunchInfo, gather_hosts, init_distributed, runtime_versions
+from study import results as study_results
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int32": torch.int32}
+DTYPE_ALIASES = {"float": "fp32", "float32": "fp32", "half": "fp16", "float16": "fp16",
+                 "bfloat16": "bf16", "int": "int32"}
+NCCL_TYPE_NAMES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16", "int32": "int32"}
+CPU_DEFAULT = (*REFERENCE_SCHEDULES, "gloo")
+GPU_DEFAULT = ("nccl", "nvrar")
+ALGORITHMS = (*BACKENDS, "mpi")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+class BenchInputError(ValueError):
+    """A bad command-line value; the message names the flag."""
+
+
+def parse_size(text: str, flag: str) -> int:
+    """Bytes from `8`, `64K`, `64KiB`, `2M`, `1G` (powers of 1024, as nccl-tests) or `1MB` (of 1000)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise BenchInputError(f"{flag}: cannot read size {text!r} (examples: 8, 64K, 64KiB, 2M, 1MB)")
+    value, unit, suffix = int(m.group(1)), m.group(2).lower(), m.group(3).lower()
+    base = 1000 if suffix == "b" and unit else 1024
+    return value * base ** {"": 0, "k": 1, "m": 2, "g": 3}[unit]
+
+
+def sizes_between(lo: int, hi: int, factor: int) -> list[int]:
+    out, s = [], lo
+    while s <= hi:
+        out.append(s)
+        s *= factor
+    return out
+
+
+def pattern(rank: int, count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Small integers per rank and element: every sum over up to 16 ranks is exact in every dtype."""
+    idx = torch.arange(count, device=device, dtype=torch.int64)
+    return ((idx * 7 + rank * 13) % 17 - 8).to(dtype)
+
+
+def expected_sum(world: int, count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    idx = torch.arange(count, device=device, dtype=torch.int64)
+    return sum(((idx * 7 + r * 13) % 17 - 8) for r in range(world)).to(dtype)
+
+
+class MpiAllReduce(AllReduce):
+    """Open MPI's Allreduce through mpi4py on CPU tensors: sanity data beside gloo and our reference."""
+
+    name = "mpi"
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        from mpi4py import MPI
+
+        self.mpi = MPI
+        self.comm = MPI.COMM_WORLD
+        if self.comm.Get_size() != self.world_size:
+            raise AllReduceUnavailable("mpi: MPI_COMM_WORLD differs from the torch.distributed world")
+
+    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dtype not in (torch.float32, torch.int32):
+            raise AllReduceUnavailable(f"mpi: MPI has no standard type for {tensor.dtype}")
+        self.comm.Allreduce(self.mpi.IN_PLACE, tensor.numpy())
+        return tensor
+
+
+def mpi_unavailable(info: LaunchInfo) -> str | None:
+    if info.launcher != "openmpi":
+        return "not started by Open MPI's mpirun"
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed"
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m collectives.bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-b", "--minbytes", default="8", help="smallest message (8, 64K, 2M; default 8)")
+    p.add_argument("-e", "--maxbytes", default="32M", help="largest message (default 32M)")
+    p.add_argument("-f", "--stepfactor", type=int, default=2, help="size multiplier between rows (default 2)")
+    p.add_argument("-n", "--iters", type=int, default=20, help="timed calls per size (default 20)")
+    p.add_argument("-w", "--warmup_iters", type=int, default=5, help="untimed calls first (default 5)")
+    p.add_argument("-c", "--check", type=int, choices=(0, 1), default=1, help="check results (default 1)")
+    p.add_argument("--no-check", action="store_true", help="same as -c 0")
+    p.add_argument("--algo", help=f"comma-separated list from {', '.join(ALGORITHMS)} (default: "
+                                  f"{','.join(GPU_DEFAULT)} on GPUs, our references + gloo (+ mpi) on CPUs)")
+    p.add_argument("--dtype", default="bf16", help="bf16, fp16, fp32 or int32 (default bf16)")
+    p.add_argument("--graphs", action="store_true", help="time calls captured in one CUDA graph")
+    p.add_argument("--graph-calls", type=int, default=100, help="calls per captured graph (default 100)")
+    p.add_argument("--gpus-per-node", type=int, help="ranks per (virtual) node (default: the launcher's)")
+    p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
+    p.add_argument("--out-of-place", action="store_true", help="separate input and output buffers")
+    p.add_argument("--tune", action="store_true", help="nvrar: measure launch parameters first, cache them")
+    p.add_argument("--results", help="results.json path (default: $STUDY_RESULTS or ./results.json)")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    args.min_bytes = parse_size(args.minbytes, "-b/--minbytes")
+    args.max_bytes = parse_size(args.maxbytes, "-e/--maxbytes")
+    if args.min_bytes < 1 or args.max_bytes < args.min_bytes:
+        raise BenchInputError(f"-b/-e: need 1 <= min <= max bytes, got {args.min_bytes}, {args.max_bytes}")
+    if args.stepfactor < 2:
+        raise BenchInputError(f"-f/--stepfactor: must be at least 2, got {args.stepfactor}")
+    for flag, value in (("-n/--iters", args.iters), ("--graph-calls", args.graph_calls)):
+        if value < 1:
+            raise BenchInputError(f"{flag}: must be at least 1, got {value}")
+    if args.warmup_iters < 0:
+        raise BenchInputError(f"-w/--warmup_iters: must be >= 0, got {args.warmup_iters}")
+    name = DTYPE_ALIASES.get(args.dtype, args.dtype)
+    if name not in DTYPES:
+        raise BenchInputError(f"--dtype: expected one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    args.dtype = name
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise BenchInputError("--device cuda: no CUDA device here")
+    if args.graphs and args.device != "cuda":
+        raise BenchInputError("--graphs needs --device cuda")
+    if args.algo:
+        algos = [a.strip() for a in args.algo.split(",") if a.strip()]
+        unknown = [a for a in algos if a not in ALGORITHMS]
+        if unknown or not algos:
+            known = ", ".join(ALGORITHMS)
+            raise BenchInputError(f"--algo: unknown {', '.join(unknown) or '(empty)'}; known: {known}")
+        args.algos = algos
+    else:
+        args.algos = list(GPU_DEFAULT if args.device == "cuda" else CPU_DEFAULT) + (
+            ["mpi"] if args.device == "cpu" else [])
+    if args.no_check:
+        args.check = 0
+    if args.gpus_per_node is not None and args.gpus_per_node < 1:
+        raise BenchInputError(f"--gpus-per-node: must be at least 1, got {args.gpus_per_node}")
+
+
+class Timer:
+    """Mean seconds per call of `fn` over `calls` calls, on this rank (events on GPUs, a clock on CPUs)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def measure(self, fn: Callable[[], None], calls: int) -> float:
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(self.device)
+            dist.barrier()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / calls
+        dist.barrier()
+        t0 = time.monotonic()
+        fn()
+        return (time.monotonic() - t0) / calls
+
+
+def reduce_over_ranks(value: float, op: Any, device: torch.device) -> float:
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=on)
+    dist.all_reduce(t, op=op)
+    return float(t.item())
+
+
+class Measurement:
+    """Runs one algorithm over all sizes: check, warm-up, timing; prints rows and returns samples."""
+
+    def __init__(self, ar: AllReduce, args: argparse.Namespace, device: torch.device, world: int, rank: int):
+        self.ar, self.args, self.device, self.world, self.rank = ar, args, device, world, rank
+        self.dtype = DTYPES[args.dtype]
+        self.timer = Timer(device)
+
+    def call(self, x: torch.Tensor, out: torch.Tensor | None) -> None:
+        if out is None:
+            self.ar(x)
+        elif hasattr(self.ar, "all_reduce_into"):
+            self.ar.all_reduce_into(x, out)
+        else:
+            out.copy_(x)
+            self.ar(out)
+
+    def check(self, count: int) -> int:
+        x = pattern(self.rank, count, self.dtype, self.device)
+        out = None if not self.args.out_of_place else torch.full_like(x, -1)
+        self.call(x, out)
+        result = x if out is None else out
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        bad = int((result != expected_sum(self.world, count, self.dtype, self.device)).sum().item())
+        return int(reduce_over_ranks(bad, dist.ReduceOp.SUM, self.device))
+
+    def time_size(self, count: int) -> float:
+        args = self.args
+        x = pattern(self.rank, count, self.dtype, self.device)
+        out = torch.empty_like(x) if args.out_of_place else None
+        for _ in range(args.warmup_iters):
+            self.call(x, out)
+        if not args.graphs:
+            def run() -> None:
+                for _ in range(args.iters):
+                    self.call(x, out)
+            return self.timer.measure(run, args.iters)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            for _ in range(args.graph_calls):
+                self.call(x, out)
+        replays = max(1, math.ceil(args.iters / args.graph_calls))
+        graph.replay()
+        def replay() -> None:
+            for _ in range(replays):
+                graph.replay()
+        return self.timer.measure(replay, replays * args.graph_calls)
+
+    def run(self, sizes: list[int], emit: Callable[[str], None]) -> list[dict[str, Any]]:
+        esize = torch.tensor([], dtype=self.dtype).element_size()
+        samples = []
+        for size in sizes:
+            count = size // esize
+            if count == 0:
+                continue
+            nbytes = count * esize
+            wrong = self.check(count) if self.args.check else None
+            mean_s = self.time_size(count)
+            worst = reduce_over_ranks(mean_s, dist.ReduceOp.MAX, self.device)
+            best = reduce_over_ranks(mean_s, dist.ReduceOp.MIN, self.device)
+            algbw = nbytes / worst / 1e9
+            busbw = algbw * 2 * (self.world - 1) / self.world
+            emit(f"{nbytes:>12} {count:>13} {NCCL_TYPE_NAMES[self.args.dtype]:>9} {'sum':>7} {-1:>7} "
+                 f"{worst * 1e6:>8.2f} {algbw:>7.2f} {busbw:>7.2f} {('N/A' if wrong is None else wrong):>6}")
+            samples.append({
+                "algorithm": self.ar.name, "size_bytes": nbytes, "count": count, "dtype": self.args.dtype,
+                "redop": "sum", "graphs": bool(self.args.graphs), "in_place": not self.args.out_of_place,
+                "latency_us": worst * 1e6, "latency_us_min": best * 1e6, "latency_us_max": worst * 1e6,
+                "algbw_GBps": algbw, "busbw_GBps": busbw, "wrong": wrong,
+                "iterations": self.args.iters, "warmup": self.args.warmup_iters,
+            })
+        return samples
+
+
+HEADER = ("#       size         count      type   redop    root     time   algbw   busbw #wrong\n"
+          "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)")
+
+
+def tune_nvrar(ar: AllReduce, args: argparse.Namespace, device: torch.device, sizes: list[int]) -> str:
+    """Measure nvrar's launch-parameter grid per size (collectively), cache it, and use it."""
+    from collectives.nvrar import DTYPE_NAMES
+    from collectives.tuning import TuningTable, table_key, tune
+
+    dtype = DTYPES[args.dtype]
+    key = table_key(torch.cuda.get_device_name(device), ar.world_size, ar.gpus_per_node, DTYPE_NAMES[dtype])
+    table = TuningTable(key, ar.gpus_per_node)
+    timer = Timer(device)
+
+    def time_call_us(size: int, params: Any) -> float:
+        x = pattern(ar.rank, max(1, size // dtype.itemsize), dtype, device)
+        for _ in range(max(2, args.warmup_iters // 4)):
+            ar.all_reduce_into(x, x, params)
+        calls = max(5, args.iters // 4)
+        mean_s = timer.measure(lambda: [ar.all_reduce_into(x, x, params) for _ in range(calls)], calls)
+        return reduce_over_ranks(mean_s * 1e6, dist.ReduceOp.MAX, device)
+
+    tune(sizes, time_call_us, table)
+    ar.tuning = table
+    return str(table.save()) if ar.rank == 0 else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    info = init_distributed(_backend_for(args))
+    device = torch.device("cpu")
+    if args.device == "cuda":
+        device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    gpn = args.gpus_per_node or info.local_world_size
+    if world % gpn:
+        raise BenchInputError(f"--gpus-per-node: {gpn} does not divide {world} ranks")
+    hosts = gather_hosts()
+    emit = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
+    result = study_results.new_result(
+        kind="collective",
+        params={"collective": "all_reduce", "algorithms": args.algos, "dtype": args.dtype,
+                "min_bytes": args.min_bytes, "max_bytes": args.max_bytes, "factor": args.stepfactor,
+                "iterations": args.iters, "warmup": args.warmup_iters, "graphs": bool(args.graphs),
+                "graph_calls": args.graph_calls if args.graphs else None, "in_place": not args.out_of_place,
+                "check": bool(args.check), "device": args.device, "launcher": info.launcher},
+        topology={"nodes": world // gpn, "gpus_per_node": gpn, "world_size": world, "hosts": hosts},
+    )
+    result["provenance"]["versions"] = runtime_versions()
+    result["provenance"]["hosts"] = hosts
+    sizes = sizes_between(args.min_bytes, args.max_bytes, args.stepfactor)
+    emit(f"# collectives.bench all_reduce: {world} ranks ({world // gpn} nodes x {gpn}), {args.device}, "
+         f"{args.dtype}, {'out-of-place' if args.out_of_place else 'in-place'}, "
+         f"{f'{args.graph_calls} calls per CUDA graph' if args.graphs else 'plain launches'}, "
+         f"{args.iters} iterations after {args.warmup_iters} warm-up")
+    skipped, wrong_total = {}, 0
+    for name in args.algos:
+        try:
+            if name == "mpi":
+                reason = mpi_unavailable(info) or (None if args.device == "cpu" else "runs on CPU tensors")
+                if reason:
+                    raise AllReduceUnavailable(f"mpi: {reason}")
+                ar: AllReduce = MpiAllReduce()
+                if DTYPES[args.dtype] not in (torch.float32, torch.int32):
+                    raise AllReduceUnavailable(f"mpi: MPI has no standard type for {args.dtype}")
+            else:
+                ar = make_allreduce(name, gpus_per_node=gpn, device=device, max_bytes=args.max_bytes)
+        except AllReduceUnavailable as exc:
+            skipped[name] = exc.reason
+            emit(f"#\n# skipped: {exc.reason}")
+            continue
+        emit(f"#\n# algorithm: {name}")
+        if args.tune and name == "nvrar":
+            where = tune_nvrar(ar, args, device, sizes)
+            emit(f"# nvrar launch parameters tuned and cached in {where}")
+        emit(HEADER)
+        samples = Measurement(ar, args, device, world, rank).run(sizes, emit)
+        ar.close()
+        if samples:
+            avg = sum(s["busbw_GBps"] for s in samples) / len(samples)
+            emit(f"# Avg bus bandwidth    : {avg:.4g}")
+        wrong_total += sum(s["wrong"] or 0 for s in samples)
+        result["samples"].extend(samples)
+    if skipped:
+        result["metrics"]["algorithms_skipped"] = len(skipped)
+        result["params"]["skipped"] = skipped
+    result["metrics"]["wrong_total"] = wrong_total
+    if wrong_total:
+        result["status"], result["error"] = "failed", f"{wrong_total} wrong elements (see samples[].wrong)"
+    if rank == 0:
+        path = study_results.write_result(result, args.results)
+        emit(f"# {len(result['samples'])} samples, {wrong_total} wrong, {len(skipped)} skipped -> {path}")
+    dist.barrier()
+    return 1 if wrong_total else 0
+
+
+def _backend_for(args: argparse.Namespace) -> str:
+    """NCCL when a GPU algorithm needs NCCL's group (nccl, one-shot, two-shot), else gloo.
+
+    nvrar and the references need only gloo; several NVSHMEM PEs may then share one GPU, which an NCCL
+    group refuses.
+    """
+    wants_nccl = {"nccl", "one-shot", "two-shot"} & set(args.algos)
+    return "nccl" if args.device == "cuda" and wants_nccl else "gloo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except BenchInputError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except BenchInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - recorded as a failed result, then re-raised for the log
+        if dist.is_initialized() and dist.get_rank() == 0:
+            failed = study_results.new_result(kind="collective", params={"algorithms": args.algos},
+                                              topology={"world_size": dist.get_world_size()})
+            failed["status"], failed["error"] = "failed", f"{type(exc).__name__}: {exc}"
+            study_results.write_result(failed, args.results)
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
