@@ -443,7 +443,9 @@ def fit_workspace(
         )
     df = df[df["system"].astype(str) == system]
     if graphs is not None and "graphs" in df.columns:
-        df = df[df["graphs"].astype(bool) == graphs]
+        # CSV gives strings ("True"/"False"), parquet booleans: compare on the spelled-out value.
+        timed_in_graphs = df["graphs"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+        df = df[timed_in_graphs == graphs]
     usable = df["algorithm"].astype(str).isin(cm.ALGORITHMS)
     dropped = df.loc[~usable, "algorithm"].astype(str).value_counts().to_dict()
     df = df[usable].copy()

@@ -234,6 +234,19 @@ def test_fit_refuses_data_without_the_network(tmp_path: Path, fitted_dir: Path, 
     assert main(["model", "fit", str(ws), "--fix", "alpha_inter_us,beta_inter_GBps"]) == 0
 
 
+def test_fit_keeps_only_the_requested_graph_mode(tmp_path: Path, fitted_dir: Path, monkeypatch) -> None:
+    system = _system(tmp_path, "zeta")
+    real_load = sm.load_system
+    monkeypatch.setattr(sm, "load_system", lambda name: real_load(system if name == "zeta" else name))
+    ws = _workspace(tmp_path / "ws", "zeta")
+    df = pd.read_csv(ws / "dataset.csv")
+    slow = df.assign(graphs=False, latency_us=df["latency_us"] * 3)
+    pd.concat([df.assign(graphs=True), slow]).to_csv(ws / "dataset.csv", index=False)
+    fit = sm.fit_workspace(ws, graphs=True)
+    assert fit.result.samples == 36
+    assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
+
+
 def test_fit_names_a_missing_column(tmp_path: Path, fitted_dir: Path, capsys) -> None:
     ws = tmp_path / "nocol"
     ws.mkdir()
