@@ -1,13 +1,15 @@
 """α-β-γ cost models of the all-reduce family, derived from the step schedules; an NCCL-like tuner model;
 least-squares calibration; engine step-time predictions; sensitivities. numpy only (runs anywhere).
 
-How a schedule becomes a model: `collectives.schedules.step_traffic` reduces each step to the distinct
-per-rank traffic (elements sent, received and reduced on each level). A rank's time in a step is
+How a schedule becomes a model: `collectives.schedules.plan_traffic` reduces each step to the distinct
+per-rank traffic (elements sent, received and reduced on each level). A rank's time on one level in
+one step is
 
-    Σ_level [uses level]·α_level + max(sent, received)_level·M/β_level + reduced_level·M/γ_level
+    α_level + max(sent, received)·M/β_level + reduced·M/γ_level
 
-(links are full duplex, so sending and receiving overlap) and the step lasts as long as its slowest
-rank. The all-reduce is the sum over steps. Traffic is kept as fractions of the message (the schedule
+(links are full duplex, so sending and receiving overlap, and a rank drives its NVLink and its NIC at
+once); the step lasts as long as the largest of these terms over ranks and levels, and the all-reduce
+is the sum over steps. Traffic is kept as fractions of the message (the schedule
 is built with a count that every split divides), so one profile per (algorithm, topology) serves every
 message size; identical steps are merged with a multiplicity, which keeps evaluation vectorised over
 sizes and parameters. The inter-node bytes of NVRAR are multiplied by η (its LL protocol puts a 4-byte
@@ -37,8 +39,8 @@ PARAM_NAMES: tuple[str, ...] = (
     "gamma_inter_GBps",
     "eta",
 )
-# Above this many ranks the flat ring (2(p−1) steps of p messages) is summarised by its closed form;
-# tests check the closed form against the schedule on every topology up to this size.
+# Above this many ranks the flat ring (2(p−1) steps of p messages) is summarised by its closed form,
+# which tests check against the schedule on topologies of up to 64 ranks.
 RING_SCHEDULE_LIMIT = 256
 
 
