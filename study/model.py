@@ -115,6 +115,7 @@ class SystemModel:
     system: System
     params: cm.CostParams
     source: str
+    gpus_per_node_override: int | None = None
 
     @property
     def name(self) -> str:
@@ -122,7 +123,8 @@ class SystemModel:
 
     @property
     def gpus_per_node(self) -> int:
-        return self.system.gpus_per_node
+        """The system's GPUs per node, unless a what-if asked for another node shape."""
+        return self.gpus_per_node_override or self.system.gpus_per_node
 
     def gpu_rates(self, flop_efficiency: float, bandwidth_efficiency: float) -> cm.GpuRates:
         if self.system.gpu is None:
@@ -168,7 +170,11 @@ def _params_from_block(block: dict[str, Any], where: str) -> cm.CostParams:
 
 
 def system_model(
-    name: str, overrides: dict[str, float] | None = None, *, use_fitted: bool = True
+    name: str,
+    overrides: dict[str, float] | None = None,
+    *,
+    use_fitted: bool = True,
+    gpus_per_node: int | None = None,
 ) -> SystemModel:
     """Parameters of `name`: fitted file, else the system file's cost_model block; then overrides."""
     import yaml
@@ -200,7 +206,9 @@ def system_model(
         except cm.CostModelError as exc:
             raise InputError(str(exc), key="--set") from exc
         source += " with --set " + ", ".join(f"{k}={v:g}" for k, v in overrides.items())
-    return SystemModel(system, params, source)
+    if gpus_per_node is not None:
+        source += f" with {gpus_per_node} GPUs per node"
+    return SystemModel(system, params, source, gpus_per_node)
 
 
 # -- prediction tables ---------------------------------------------------------------------------------

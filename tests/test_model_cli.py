@@ -96,6 +96,7 @@ def test_predict_prints_writes_and_summarises(tmp_path: Path, fitted_dir: Path, 
         (["--set", "alpha_inter_us=fast"], "--set"),
         (["--set", "delta=1"], "--set"),
         (["--set", "beta_inter_GBps=0"], "--set"),
+        (["--gpus-per-node", "0"], "--gpus-per-node"),
     ],
 )
 def test_predict_bad_arguments_exit_2_naming_the_argument(
@@ -105,6 +106,29 @@ def test_predict_bad_arguments_exit_2_naming_the_argument(
     code = main(["model", "predict", "--system", str(system), *argv])
     assert code == 2
     assert argument in capsys.readouterr().err
+
+
+def test_gpus_per_node_what_if(tmp_path: Path, fitted_dir: Path, capsys) -> None:
+    system = _system(tmp_path, "alpha")
+    out = tmp_path / "out8"
+    argv = [
+        "model",
+        "predict",
+        "--system",
+        str(system),
+        "--nodes",
+        "4",
+        "--sizes",
+        "1MiB",
+        "--algorithms",
+        "nvrar",
+    ]
+    assert main([*argv, "--gpus-per-node", "8", "--out", str(out)]) == 0
+    assert "8 GPUs per node" in capsys.readouterr().out
+    row = pd.read_csv(out / "model_predict_alpha.csv").iloc[0]
+    assert (row["gpus_per_node"], row["world_size"]) == (8, 32)
+    expected = cm.predict("nvrar", 4, 8, 1 << 20, sm._params_from_block(BLOCK, "test"))
+    assert row["latency_us"] == pytest.approx(float(expected))
 
 
 def test_system_without_cost_model_is_refused(tmp_path: Path, fitted_dir: Path, capsys) -> None:

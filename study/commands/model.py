@@ -32,6 +32,7 @@ def _common(p: argparse.ArgumentParser, *, systems: bool = False) -> None:
         help="override a parameter, e.g. alpha_inter_us=2.5 (repeatable)",
     )
     p.add_argument("--defaults", action="store_true", help="ignore jobs/systems/fitted/<system>.yaml")
+    p.add_argument("--gpus-per-node", type=int, help="what-if: another node shape than the system's")
     p.add_argument("--out", metavar="DIR", help="write CSV tables and figures here")
 
 
@@ -120,10 +121,16 @@ def _algorithms(text: str) -> list[str]:
 
 
 def _models(names: list[str], args: argparse.Namespace):
+    from study.errors import InputError
     from study.model import parse_assignments, system_model
 
     overrides = parse_assignments(args.set)
-    return [system_model(n, overrides, use_fitted=not args.defaults) for n in names]
+    if args.gpus_per_node is not None and args.gpus_per_node < 1:
+        raise InputError("must be at least 1", key="--gpus-per-node")
+    return [
+        system_model(n, overrides, use_fitted=not args.defaults, gpus_per_node=args.gpus_per_node)
+        for n in names
+    ]
 
 
 def _write(out: str | None, tables: dict, figures) -> list[Path]:
@@ -195,12 +202,11 @@ def _fit(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from analysis import costmodel_plots as plots
+    from collectives.costmodel import FIT_PARAMS
     from study.errors import InputError
     from study.model import fit_document, fit_workspace, fitted_path, write_yaml
 
     fixed = tuple(f.strip() for f in args.fix.split(",") if f.strip())
-    from collectives.costmodel import FIT_PARAMS
-
     unknown = [f for f in fixed if f not in FIT_PARAMS]
     if unknown:
         raise InputError(
@@ -350,6 +356,7 @@ def _compare(args: argparse.Namespace) -> int:
     from analysis import costmodel_plots as plots
     from study.errors import InputError
     from study.model import parse_int_range, parse_size_range, predict_table, sensitivity_table
+    from study.units import format_size
 
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     if len(names) < 2:
@@ -369,8 +376,6 @@ def _compare(args: argparse.Namespace) -> int:
         table.add_column(sm.name, justify="right")
     wide = pred.pivot_table(index=["algorithm", "nodes", "size_bytes"], columns="system", values="latency_us")
     for (algorithm, n, size), row in wide.iterrows():
-        from study.units import format_size
-
         table.add_row(algorithm, str(n), format_size(int(size)), *(_fmt_us(row[sm.name]) for sm in models))
     console.print(table)
     st = Table(
