@@ -15,7 +15,9 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ from study.results import ResultError, flatten_timers, read_result
 from study.schedulers.base import JobState, exit_reason
 
 ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
+# Above this many runs, collection reads result files in worker processes.
+PARALLEL_MIN_RUNS = 2000
+PARALLEL_WORKERS = 8
+PARALLEL_CHUNK = 250
 BASE_COLUMNS = (
     "experiment",
     "run_id",
@@ -215,78 +221,28 @@ def collect_workspace(
     plan = load_plan_json(workspace)
     if run_states is None:
         run_states = _states_from_store(workspace)
-    sys_cols = system_columns(plan.get("system"), plan.get("scheduler"))
-    experiment = plan.get("experiment")
+    context = (
+        str(workspace),
+        system_columns(plan.get("system"), plan.get("scheduler")),
+        plan.get("experiment"),
+    )
+    tasks = [(run, run_states.get(run["run_id"])) for run in plan.get("runs", [])]
+    workers = min(PARALLEL_WORKERS, os.cpu_count() or 1)
+    if len(tasks) >= PARALLEL_MIN_RUNS and workers > 1:
+        # Reading and validating thousands of JSON files is CPU-bound: spread it over the cores.
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            outputs = list(pool.map(partial(_collect_run, context), tasks, chunksize=PARALLEL_CHUNK))
+    else:
+        outputs = [_collect_run(context, task) for task in tasks]
     rows: list[dict[str, Any]] = []
     timer_rows: list[dict[str, Any]] = []
     counts = {"ok": 0, "failed": 0, "missing": 0, "pending": 0}
     problems: list[str] = []
-    for run in plan.get("runs", []):
-        run_id = run["run_id"]
-        base = {
-            "experiment": experiment,
-            "run_id": run_id,
-            "repeat": run.get("repeat"),
-            "attempt": None,
-            **sys_cols,
-            "kind": None,
-            "status": None,
-            "error": None,
-            "nodes": run.get("nodes"),
-            "gpus_per_node": run.get("gpus_per_node"),
-            "world_size": run.get("world_size"),
-        }
-        params = {k: _cell(v) for k, v in (run.get("params") or {}).items() if k not in BASE_COLUMNS}
-        store_status, store_reason, floor, store_attempt = run_states.get(run_id) or (None, None, 0, None)
-        active = store_status in ("pending", "running")
-        chosen, last = None, None
-        for number, folder in reversed(attempt_folders(workspace / "runs" / run_id)):
-            if active and number > floor:
-                continue
-            over = store_status is not None or number <= floor
-            outcome = judge_attempt(folder, JobState.UNKNOWN if over else None)
-            if outcome.corrupt:
-                problems.append(outcome.corrupt)
-            if outcome.status == "ok":
-                chosen = (number, outcome)
-                break
-            if last is None:
-                last = (number, outcome)
-        if chosen is not None:
-            number, outcome = chosen
-        elif active or (last is not None and last[1].status == "running"):
-            counts["pending"] += 1
-            continue
-        elif last is not None:
-            number, outcome = last
-            if store_status == "failed" and store_reason and store_attempt in (number, None):
-                outcome.reason = store_reason
-        elif store_status == "failed":
-            number, outcome = None, Outcome("failed", store_reason or "failed before any attempt started")
-        else:
-            counts["missing"] += 1
-            continue
-        status = outcome.status
-        counts[status] += 1
-        reason = outcome.reason
-        result = outcome.result
-        base.update({"attempt": number, "status": status, "error": reason})
-        rows.extend(_result_rows(base, params, result))
-        if result is not None:
-            for timer in flatten_timers(result["timers"]):
-                timer_rows.append(
-                    {
-                        "experiment": experiment,
-                        "run_id": run_id,
-                        "repeat": base["repeat"],
-                        "attempt": number,
-                        **timer,
-                        **params,
-                        "nodes": base["nodes"],
-                        "gpus_per_node": base["gpus_per_node"],
-                        "world_size": base["world_size"],
-                    }
-                )
+    for kind, run_rows, run_timers, run_problems in outputs:
+        counts[kind] += 1
+        rows.extend(run_rows)
+        timer_rows.extend(run_timers)
+        problems.extend(run_problems)
     for problem in problems:
         if on_problem:
             on_problem(problem)
@@ -296,6 +252,67 @@ def collect_workspace(
         write_table(dataset, workspace / "dataset")
         write_table(timers, workspace / "timers")
     return Collected(dataset, timers, counts, problems)
+
+
+def _collect_run(context: tuple[str, dict[str, Any], str | None], task: tuple[dict[str, Any], tuple | None]):
+    """One run → (ok|failed|missing|pending, dataset rows, timer rows, problems). Runs in worker processes."""
+    workspace, sys_cols, experiment = context
+    run, store = task
+    run_id = run["run_id"]
+    base = {
+        "experiment": experiment,
+        "run_id": run_id,
+        "repeat": run.get("repeat"),
+        "attempt": None,
+        **sys_cols,
+        "kind": None,
+        "status": None,
+        "error": None,
+        "nodes": run.get("nodes"),
+        "gpus_per_node": run.get("gpus_per_node"),
+        "world_size": run.get("world_size"),
+    }
+    params = {k: _cell(v) for k, v in (run.get("params") or {}).items() if k not in BASE_COLUMNS}
+    store_status, store_reason, floor, store_attempt = store or (None, None, 0, None)
+    active = store_status in ("pending", "running")
+    problems: list[str] = []
+    chosen, last = None, None
+    for number, folder in reversed(attempt_folders(Path(workspace, "runs", run_id))):
+        if active and number > floor:
+            continue
+        over = store_status is not None or number <= floor
+        outcome = judge_attempt(folder, JobState.UNKNOWN if over else None)
+        if outcome.corrupt:
+            problems.append(outcome.corrupt)
+        if outcome.status == "ok":
+            chosen = (number, outcome)
+            break
+        if last is None:
+            last = (number, outcome)
+    if chosen is not None:
+        number, outcome = chosen
+    elif active or (last is not None and last[1].status == "running"):
+        return "pending", [], [], problems
+    elif last is not None:
+        number, outcome = last
+        if store_status == "failed" and store_reason and store_attempt in (number, None):
+            outcome.reason = store_reason
+    elif store_status == "failed":
+        number, outcome = None, Outcome("failed", store_reason or "failed before any attempt started")
+    else:
+        return "missing", [], [], problems
+    base.update({"attempt": number, "status": outcome.status, "error": outcome.reason})
+    result = outcome.result
+    timer_rows = []
+    if result is not None:
+        topo = {
+            "nodes": base["nodes"],
+            "gpus_per_node": base["gpus_per_node"],
+            "world_size": base["world_size"],
+        }
+        head = {"experiment": experiment, "run_id": run_id, "repeat": base["repeat"], "attempt": number}
+        timer_rows = [{**head, **timer, **params, **topo} for timer in flatten_timers(result["timers"])]
+    return outcome.status, _result_rows(base, params, result), timer_rows, problems
 
 
 def _states_from_store(workspace: Path) -> dict[str, tuple]:

@@ -110,3 +110,19 @@ def test_missing_and_pending_runs_are_counted_not_invented(make_workspace) -> No
     assert got.counts == {"ok": 0, "failed": 0, "missing": 1, "pending": 1}
     assert len(got.dataset) == 0
     assert "0 ok, 0 failed, 1 missing, 1 pending" in got.summary()
+
+
+def test_parallel_collection_gives_the_same_table(make_workspace, monkeypatch) -> None:
+    import study.collect as collect_mod
+
+    ws = make_workspace(
+        {f"r{i}": ("ok", "fail", "corrupt", "failed-result")[i % 4] for i in range(8)}, runs_per_job=8
+    )
+    _run(ws)
+    serial = collect_workspace(ws, write=False)
+    monkeypatch.setattr(collect_mod, "PARALLEL_MIN_RUNS", 1)
+    monkeypatch.setattr(collect_mod, "PARALLEL_CHUNK", 3)
+    parallel = collect_workspace(ws, write=False)
+    pd.testing.assert_frame_equal(serial.dataset, parallel.dataset)
+    pd.testing.assert_frame_equal(serial.timers, parallel.timers)
+    assert serial.counts == parallel.counts and serial.problems == parallel.problems
