@@ -490,6 +490,63 @@ class FitResult:
     rms_relative: float
     samples: int
     iterations: int
+    theta_names: tuple[str, ...] = ()
+    theta_covariance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+
+# The fit's linear coordinates: latencies and inverse bandwidths (µs per byte).
+THETA_NAMES = ("alpha_intra_us", "alpha_inter_us", "inv_beta_intra_us_per_B", "inv_beta_inter_us_per_B")
+_THETA_OF_PARAM = {
+    "alpha_intra_us": "alpha_intra_us",
+    "alpha_inter_us": "alpha_inter_us",
+    "inv_beta_intra_us_per_B": "beta_intra_GBps",
+    "inv_beta_inter_us_per_B": "beta_inter_GBps",
+}
+
+
+def _with_theta(params: CostParams, name: str, value: float) -> dict[str, float]:
+    flat = params.flat()
+    target = _THETA_OF_PARAM[name]
+    flat[target] = value if name.startswith("alpha") else 1e-3 / value
+    return flat
+
+
+def _theta_value(params: CostParams, name: str) -> float:
+    value = params.flat()[_THETA_OF_PARAM[name]]
+    return value if name.startswith("alpha") else 1e-3 / value
+
+
+def prediction_stderr(
+    algorithm: str,
+    nodes: int,
+    gpus_per_node: int,
+    size_bytes,
+    params: CostParams,
+    theta_names: tuple[str, ...],
+    theta_covariance: np.ndarray,
+    *,
+    ll128: bool = True,
+) -> np.ndarray:
+    """Standard error (µs) of a prediction from the fit's covariance: sqrt(gᵀ Σ g), g = ∂T/∂θ.
+
+    Extrapolating to node counts that were never measured widens it when the data constrained the
+    network poorly, which is the point of reporting it.
+    """
+    grads = []
+    for name in theta_names:
+        theta = _theta_value(params, name)
+        h = max(abs(theta) * 1e-4, 1e-12)
+        hi = predict(
+            algorithm, nodes, gpus_per_node, size_bytes, _with_theta(params, name, theta + h), ll128=ll128
+        )
+        lo = predict(
+            algorithm, nodes, gpus_per_node, size_bytes, _with_theta(params, name, theta - h), ll128=ll128
+        )
+        grads.append((hi - lo) / (2 * h))
+    if not grads:
+        return np.zeros_like(predict(algorithm, nodes, gpus_per_node, size_bytes, params, ll128=ll128))
+    g = np.stack(np.broadcast_arrays(*grads))
+    return np.sqrt(np.maximum(np.einsum("i...,ij,j...->...", g, np.asarray(theta_covariance), g), 0.0))
 
 
 def _design(algorithms, nodes, gpus, sizes, theta: np.ndarray, fixed: CostParams):
@@ -620,6 +677,9 @@ def fit(
         ]
     )
     rel = (predicted - measured) / measured
+    theta_order = [c for c in range(4) if c in free_cols]
+    position = {c: i for i, c in enumerate(free_cols)}
+    cov_sorted = cov[np.ix_([position[c] for c in theta_order], [position[c] for c in theta_order])]
     return FitResult(
         params,
         stderr,
@@ -629,6 +689,8 @@ def fit(
         float(np.sqrt(np.mean(rel**2))),
         len(sizes),
         iteration,
+        tuple(THETA_NAMES[c] for c in theta_order),
+        cov_sorted,
     )
 
 

@@ -116,6 +116,8 @@ class SystemModel:
     params: cm.CostParams
     source: str
     gpus_per_node_override: int | None = None
+    theta_names: tuple[str, ...] = ()
+    theta_covariance: Any = None  # np.ndarray from a fit, else None
 
     @property
     def name(self) -> str:
@@ -189,9 +191,11 @@ def system_model(
         if not isinstance(data, dict) or not isinstance(data.get("cost_model"), dict):
             raise InputError("expected a mapping with a cost_model block", file=str(fitted), key="cost_model")
         params, source = _params_from_block(data["cost_model"], str(fitted)), f"fitted ({fitted})"
+        theta_names, theta_cov = _covariance_from_fit(data.get("fit"), str(fitted))
     elif system.cost_model is not None:
         params = _params_from_block(system.cost_model.model_dump(), system.path)
         source = f"defaults ({system.path})"
+        theta_names, theta_cov = (), None
     else:
         raise InputError(
             f"system {system.name} has no cost_model block and no fit",
@@ -208,7 +212,26 @@ def system_model(
         source += " with --set " + ", ".join(f"{k}={v:g}" for k, v in overrides.items())
     if gpus_per_node is not None:
         source += f" with {gpus_per_node} GPUs per node"
-    return SystemModel(system, params, source, gpus_per_node)
+    return SystemModel(system, params, source, gpus_per_node, theta_names, theta_cov)
+
+
+def _covariance_from_fit(fit: Any, where: str) -> tuple[tuple[str, ...], Any]:
+    """The fit's covariance of (α, 1/β) if the fitted file carries one (older files may not)."""
+    block = fit.get("theta_covariance") if isinstance(fit, dict) else None
+    if block is None:
+        return (), None
+    try:
+        names = tuple(str(n) for n in block["names"])
+        matrix = np.asarray(block["matrix"], dtype=float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"unreadable covariance ({exc})", file=where, key="fit.theta_covariance") from exc
+    if matrix.shape != (len(names), len(names)) or any(n not in cm.THETA_NAMES for n in names):
+        raise InputError(
+            f"expected a {len(names)}×{len(names)} matrix over {', '.join(cm.THETA_NAMES)}",
+            file=where,
+            key="fit.theta_covariance",
+        )
+    return names, matrix
 
 
 # -- prediction tables ---------------------------------------------------------------------------------
@@ -226,7 +249,27 @@ def predict_table(models: list[SystemModel], nodes: list[int], sizes: list[int],
             choice = cm.nccl_predict(n, g, size_arr, sm.params, ll128=sm.ll128)[1]
             for algorithm in algorithms:
                 t = cm.predict(algorithm, n, g, size_arr, sm.params, ll128=sm.ll128)
-                for size, latency, ch in zip(sizes, np.broadcast_to(t, size_arr.shape), choice, strict=True):
+                se = (
+                    cm.prediction_stderr(
+                        algorithm,
+                        n,
+                        g,
+                        size_arr,
+                        sm.params,
+                        sm.theta_names,
+                        sm.theta_covariance,
+                        ll128=sm.ll128,
+                    )
+                    if sm.theta_covariance is not None
+                    else np.full(size_arr.shape, np.nan)
+                )
+                for size, latency, ch, err in zip(
+                    sizes,
+                    np.broadcast_to(t, size_arr.shape),
+                    choice,
+                    np.broadcast_to(se, size_arr.shape),
+                    strict=True,
+                ):
                     rows.append(
                         {
                             "system": sm.name,
@@ -237,6 +280,7 @@ def predict_table(models: list[SystemModel], nodes: list[int], sizes: list[int],
                             "size_bytes": size,
                             "size": format_size(size),
                             "latency_us": float(latency),
+                            "latency_us_stderr": float(err),
                             "nccl_choice": str(ch) if algorithm == "nccl" else "",
                         }
                     )
@@ -513,6 +557,10 @@ def fit_document(fit: WorkspaceFit) -> dict[str, Any]:
             "iterations": r.iterations,
             "fitted": list(r.fitted),
             "stderr": {k: round(v, 6) for k, v in r.stderr.items()},
+            "theta_covariance": {
+                "names": list(r.theta_names),
+                "matrix": [[float(v) for v in row] for row in r.theta_covariance],
+            },
             "rms_relative_residual": round(r.rms_relative, 6),
             "max_abs_relative_residual": round(float(np.max(np.abs(r.relative_residuals))), 6),
             "prior": fit.prior.params.flat(),

@@ -235,6 +235,31 @@ def test_fit_without_noise_is_exact() -> None:
     assert got.inter.beta_GBps == pytest.approx(40.0, rel=1e-6)
 
 
+def test_prediction_stderr_propagates_the_covariance_by_hand() -> None:
+    # Recursive doubling on 1 × 8: T = 3 (α_i + M/β_i + M/γ_i), so ∂T/∂α_i = 3 and ∂T/∂(1/β_i) = 3M.
+    m = 1e5
+    cov = np.array([[0.04, 0.0], [0.0, 1e-14]])
+    names = ("alpha_intra_us", "inv_beta_intra_us_per_B")
+    got = float(cm.prediction_stderr("recursive-doubling", 1, 8, m, HIER, names, cov))
+    assert got == pytest.approx(math.sqrt(9 * 0.04 + (3 * m) ** 2 * 1e-14), rel=1e-5)
+
+
+def test_fit_reports_the_covariance_of_its_linear_coordinates() -> None:
+    truth = CostParams(LinkParams(0.8, 150.0, 600.0), LinkParams(3.0, 20.0, 600.0), 2.0)
+    algorithms, nodes, gpus, sizes, measured = _synthetic(truth, 0.02, seed=11)
+    result = cm.fit(algorithms, nodes, gpus, sizes, measured, truth, fixed=("alpha_intra_us",))
+    assert result.theta_names == ("alpha_inter_us", "inv_beta_intra_us_per_B", "inv_beta_inter_us_per_B")
+    cov = result.theta_covariance
+    assert cov.shape == (3, 3) and np.allclose(cov, cov.T)
+    assert math.sqrt(cov[0, 0]) == pytest.approx(result.stderr["alpha_inter_us"])
+    # Extrapolation: the prediction's uncertainty grows with the node count.
+    se = [
+        float(cm.prediction_stderr("nvrar", n, 4, MIB, result.params, result.theta_names, cov))
+        for n in (2, 64, 1024)
+    ]
+    assert 0 < se[0] < se[1] < se[2]
+
+
 def test_fit_refuses_too_little_data() -> None:
     with pytest.raises(FitError, match="cannot determine") as err:
         cm.fit(["ring"] * 3, [2] * 3, [4] * 3, [1e5, 2e5, 4e5], [10.0, 20.0, 40.0], HIER)

@@ -215,9 +215,17 @@ def test_fit_writes_the_workspace_fit_and_the_system_override(
     assert doc["fit"]["samples"] == 36 and set(doc["fit"]["stderr"]) == set(cm.FIT_PARAMS)
     assert (fitted_dir / "beta.yaml").read_text() == (ws / "cost_model.fit.yaml").read_text()
     assert (ws / "figures" / "cost_model_fit_residuals.csv").is_file()
-    # Predictions now prefer the fitted file, and say so.
-    assert main(["model", "predict", "--system", "beta", "--nodes", "2", "--sizes", "1MiB"]) == 0
+    assert len(doc["fit"]["theta_covariance"]["names"]) == 4
+    # Predictions now prefer the fitted file, say so, and carry the fit's uncertainty, which grows
+    # as they extrapolate beyond the 4 nodes measured.
+    pred = tmp_path / "pred"
+    argv = ["model", "predict", "--system", "beta", "--nodes", "2,64", "--sizes", "1MiB", "--out", str(pred)]
+    assert main(argv) == 0
     assert "fitted" in capsys.readouterr().out
+    df = pd.read_csv(pred / "model_predict_beta.csv").set_index(["algorithm", "nodes"])["latency_us_stderr"]
+    assert 0 < df[("nvrar", 2)] < df[("nvrar", 64)]
+    assert main([*argv[:-2], "--defaults", "--out", str(tmp_path / "pred0")]) == 0
+    assert pd.read_csv(tmp_path / "pred0" / "model_predict_beta.csv")["latency_us_stderr"].isna().all()
     model = sm.system_model("beta")
     assert model.params.inter.beta_GBps == pytest.approx(block["inter"]["beta_GBps"])
     assert sm.system_model("beta", use_fitted=False).params.inter.beta_GBps == 25.0

@@ -148,8 +148,10 @@ def _write(out: str | None, tables: dict, figures) -> list[Path]:
     return written
 
 
-def _fmt_us(value: float) -> str:
-    return f"{value:,.1f}" if value < 1e4 else f"{value:,.0f}"
+def _fmt_us(value: float, stderr: float = float("nan")) -> str:
+    """A latency for a table, with ± its standard error when a fit provided one."""
+    text = f"{value:,.1f}" if value < 1e4 else f"{value:,.0f}"
+    return text if stderr != stderr else f"{text} ± {stderr:,.1f}"
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -177,7 +179,13 @@ def _predict(args: argparse.Namespace) -> int:
     wide = df.pivot_table(index=["nodes", "size_bytes"], columns="algorithm", values="latency_us")
     for (n, size), row in wide.iterrows():
         sel = df[(df["nodes"] == n) & (df["size_bytes"] == size)]
-        cells = [str(n), sel["size"].iloc[0], *(_fmt_us(row[a]) for a in algorithms), sel["fastest"].iloc[0]]
+        errors = sel.set_index("algorithm")["latency_us_stderr"]
+        cells = [
+            str(n),
+            sel["size"].iloc[0],
+            *(_fmt_us(row[a], errors[a]) for a in algorithms),
+            sel["fastest"].iloc[0],
+        ]
         if "nccl" in algorithms:
             cells.append(sel.loc[sel["algorithm"] == "nccl", "nccl_choice"].iloc[0])
         table.add_row(*cells)
