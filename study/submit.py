@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from study.state import (
 # and before the state store heard of it: the crash window that reconciliation closes.
 FAULT_ENV = "STUDY_FAULT"
 COMMENT_MAX = 900
+# A job the scheduler keeps not knowing this long after submission is lost (its records were purged).
+LOST_AFTER_S = 600.0
 
 
 @dataclass
@@ -222,6 +225,13 @@ def refresh(session: Session) -> dict[str, int]:
         answers = session.scheduler.poll([j.job_id for j in live])
         for job in live:
             status = answers.get(job.job_id) or JobStatus(job.job_id, JobState.UNKNOWN)
+            if status.state is JobState.UNKNOWN and _age_s(job.submitted_at) > LOST_AFTER_S:
+                status = JobStatus(
+                    job.job_id,
+                    JobState.FAILED,
+                    status.native,
+                    f"lost: the scheduler has not known the job for {LOST_AFTER_S:.0f} s",
+                )
             if (status.state.value, status.reason) != (job.state, job.reason):
                 state.set_job_state(
                     job.name, status.state.value, status.native, status.reason, status.exit_code
@@ -263,6 +273,12 @@ def refresh(session: Session) -> dict[str, int]:
     if updates:
         state.set_runs(updates)
     return run_counts(state)
+
+
+def _age_s(iso: str | None) -> float:
+    if not iso:
+        return 0.0
+    return (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
 
 
 def run_counts(state: State) -> dict[str, int]:
