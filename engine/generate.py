@@ -71,13 +71,8 @@ class Engine:
         model.setup_cache(micro_batches, self.mb_size, cache_len(prompt_len, decode_len))
         self.model = model.eval()
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        self.decode = self._decode_step
+        self.decode = None
         if compile:
-            import torch._inductor.config as inductor
-
-            inductor.coordinate_descent_tuning = True
-            inductor.triton.unique_kernel_names = True
-            inductor.fx_graph_cache = True
             self.decode = torch.compile(
                 self._decode_step, mode="reduce-overhead" if cuda_graphs else None, fullgraph=True
             )
@@ -89,7 +84,7 @@ class Engine:
         return out.argmax(-1), out
 
     def _run(self, x: torch.Tensor, input_pos: torch.Tensor | None, mb: int) -> tuple[torch.Tensor, ...]:
-        if input_pos is not None and self.decode is not self._decode_step:
+        if input_pos is not None and self.decode is not None:
             return tuple(t.clone() for t in self.decode(x, input_pos, mb))
         out = self.model(x, input_pos, mb)
         if self.model.output is None:
@@ -110,6 +105,7 @@ class Engine:
         h_decode = torch.empty(mb, 1, dim, dtype=self.dtype, device=dev)
         tok_buf = [torch.empty(mb, dtype=torch.long, device=dev) for _ in range(m_count)]
         prompts = prompts.to(dev)
+        positions = self.model.positions
         last_tokens: list[torch.Tensor] = [torch.empty(0)] * m_count
         out_tokens: list[list[torch.Tensor]] = []
         gen = Generation(tokens=None)
@@ -119,7 +115,8 @@ class Engine:
             for step in range(self.decode_len):
                 phase = "prefill" if step == 0 else "decode"
                 par.phase(phase)
-                pos = None if step == 0 else torch.tensor([self.prompt_len + step - 1], device=dev)
+                # A slice of a tensor already on the device: no host-to-device copy stalls the stream.
+                pos = None if step == 0 else positions[self.prompt_len + step - 1 : self.prompt_len + step]
                 sends, row, row_logits = [], [], []
                 with timers.region(phase):
                     for m in range(m_count):

@@ -236,8 +236,10 @@ def make_parallel(
         return Parallel(layout, device, None, None, None)
     members = [layout.rank_of(layout.stage, t) for t in range(tp)]
     group = dist.new_group(members, use_local_synchronization=True)
-    prefill = make_backend(prefill_allreduce, group, gpus_per_node, device, "--prefill-allreduce")
-    decode = make_backend(allreduce, group, gpus_per_node, device, "--allreduce")
+    # TP groups are contiguous ranks, so a group spans min(tp, gpus_per_node) GPUs of each of its nodes.
+    group_gpn = min(tp, gpus_per_node)
+    prefill = make_backend(prefill_allreduce, group, group_gpn, device, "--prefill-allreduce")
+    decode = make_backend(allreduce, group, group_gpn, device, "--allreduce")
     return Parallel(layout, device, group, prefill, decode)
 
 

@@ -61,11 +61,9 @@ def tiny_checkpoint(folder: Path, sharded: bool) -> Path:
     return folder
 
 
-def run_engine(args, tp: int, pp: int, ranks: list[int], *, micro_batches: int = 1, **kw) -> Engine:
-    par = make_parallel(tp, pp, device=torch.device("cpu"), ranks=ranks)
-    return Engine(
-        args, par, batch_size=BATCH, prompt_len=PROMPT, decode_len=DECODE, micro_batches=micro_batches, **kw
-    )
+def run_engine(args, tp: int, pp: int, ranks: list[int], *, allreduce: str | None = None, **kw) -> Engine:
+    par = make_parallel(tp, pp, device=torch.device("cpu"), ranks=ranks, allreduce=allreduce, gpus_per_node=2)
+    return Engine(args, par, batch_size=BATCH, prompt_len=PROMPT, decode_len=DECODE, **kw)
 
 
 def _worker(rank: int, world: int, port: int, ckpt: str) -> None:
@@ -91,6 +89,8 @@ def _worker(rank: int, world: int, port: int, ckpt: str) -> None:
         ("tp2xpp2", 2, 2, {"micro_batches": 2}),
         ("tp4-vocab-parallel", 4, 1, {"vocab_parallel": True}),
         ("pp2x2-split", 2, 2, {"pp_split": [3, 1]}),
+        # Decode all-reduce through collectives.api: the CPU reference of NVRAR's hierarchical schedule.
+        ("tp4-reference-allreduce", 4, 1, {"allreduce": "reference"}),
     ]
     for name, tp, pp, kw in layouts:
         check(name, run_engine(args, tp, pp, everyone, seed=7, **kw).generate(prompts, keep_logits=True), ref)

@@ -1,0 +1,298 @@
+"""Engine speed on one GPU against the memory floor, the matmul rate and Hugging Face `generate`.
+
+Modes (bench/bench_engine_gpu.sh runs them in one device call):
+  ceilings        read bandwidth and bf16 matmul rate of this GPU
+  engine          ms per decode step and prefill time of engine.generate at each --batches
+  hf              Hugging Face LlamaForCausalLM.generate, same shape, random weights
+  overhead        the breakdown timers' own cost: eager decode with and without --breakdown
+Each writes one JSON file (--out); `report` prints the table from them.
+The floor of a decode step is (weight bytes + KV-cache bytes of that step) / read bandwidth; weight
+bytes count every parameter (16.06 GB for Llama-3.1-8B in bf16), as in the study's baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import PRESETS
+from engine.generate import Engine, random_prompts
+from engine.parallel import make_parallel
+from engine.timers import Timers
+
+READ_TBPS = 4.26  # read-only pass measured on this H200 (GPU.md); `ceilings` measures it again
+
+
+def cuda_ms(fn, iters: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(iters):
+        fn()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / iters
+
+
+def ceilings() -> dict[str, float]:
+    x = torch.randn(2**31 // 2, device="cuda", dtype=torch.bfloat16)  # 2 GiB
+    out = torch.empty(1, device="cuda", dtype=torch.float32)
+    read_ms = cuda_ms(lambda: torch.sum(x, dtype=torch.float32, out=out), 20)
+    y = torch.empty_like(x)
+    copy_ms = cuda_ms(lambda: y.copy_(x), 20)
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    mm_ms = cuda_ms(lambda: a @ b, 50)
+    return {
+        "read_TBps": x_bytes(2**30) / read_ms / 1e9,
+        "copy_TBps": 2 * x_bytes(2**30) / copy_ms / 1e9,
+        "bf16_mm_TFLOPs": 2 * 8192**3 / mm_ms / 1e9,
+    }
+
+
+def x_bytes(n_elements: int) -> int:
+    return n_elements * 2
+
+
+def kv_bytes_per_step(
+    args: Any, batch: int, prompt: int, decode: int, cache_positions: int
+) -> tuple[float, float]:
+    """KV bytes a decode step must read (mean over steps) and what the masked kernel reads (full cache)."""
+    per_pos = 2 * args.n_layers * args.n_kv_heads * args.head_dim * 2 * batch
+    needed = statistics.mean(prompt + t for t in range(1, decode))
+    return per_pos * needed, per_pos * cache_positions
+
+
+def bench_engine(
+    batch: int, prompt: int, decode: int, model: str, compile: bool, repeats: int
+) -> dict[str, Any]:
+    args = PRESETS[model]
+    par = make_parallel(1, 1, device=torch.device("cuda"))
+    t0 = time.perf_counter()
+    eng = Engine(
+        args,
+        par,
+        batch_size=batch,
+        prompt_len=prompt,
+        decode_len=decode,
+        dtype=torch.bfloat16,
+        compile=compile,
+    )
+    torch.cuda.synchronize()
+    init_s = time.perf_counter() - t0
+    prompts = random_prompts(batch, prompt, args.vocab_size, seed=0)
+    t0 = time.perf_counter()
+    eng.generate(prompts)
+    first_s = time.perf_counter() - t0
+    eng.generate(prompts)
+    runs = [eng.generate(prompts, Timers(par.device)) for _ in range(repeats)]
+    tbt = statistics.median(statistics.mean(g.step_ms) for g in runs)
+    p50 = statistics.median(statistics.median(g.step_ms) for g in runs)
+    ttft = statistics.median(g.ttft_ms for g in runs)
+    cache = eng.model.layers[0].attention.k_cache.shape[3]
+    kv_need, kv_read = kv_bytes_per_step(args, batch, prompt, decode, cache)
+    wbytes = eng.weight_bytes
+    non_embed = args.weight_count() - args.vocab_size * args.dim
+    prefill_flop = 2 * non_embed * batch * prompt + 2 * args.n_layers * batch * prompt**2 * args.dim
+    out = {
+        "batch": batch,
+        "prompt": prompt,
+        "decode": decode,
+        "compile": compile,
+        "init_s": init_s,
+        "first_generate_s": first_s,
+        "tbt_ms": tbt,
+        "tbt_p50_ms": p50,
+        "ttft_ms": ttft,
+        "tbt_all_runs_ms": [statistics.mean(g.step_ms) for g in runs],
+        "weight_bytes": wbytes,
+        "kv_bytes_needed": kv_need,
+        "kv_bytes_read": kv_read,
+        "floor_ms": (wbytes + kv_need) / (READ_TBPS * 1e9),
+        "prefill_tflop": prefill_flop / 1e12,
+        "tokens_equal_across_runs": all(torch.equal(g.tokens, runs[0].tokens) for g in runs),
+    }
+    out["ratio_to_floor"] = out["tbt_ms"] / out["floor_ms"]
+    out.update(profile_decode(eng, prompt, batch))
+    print(json.dumps({k: v for k, v in out.items() if k != "tbt_all_runs_ms"}), flush=True)
+    del eng
+    torch._dynamo.reset()
+    torch.cuda.empty_cache()
+    return out
+
+
+@torch.no_grad()
+def profile_decode(eng: Engine, prompt: int, batch: int, steps: int = 20) -> dict[str, Any]:
+    """Where a decode step's time goes: GPU kernel time per step by kernel, against the step's wall time."""
+    x = torch.zeros(batch, 1, dtype=torch.long, device="cuda")
+    pos = torch.tensor([prompt], device="cuda")
+    run = eng.decode or eng._decode_step
+    for _ in range(3):
+        run(x, pos, 0)
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            run(x, pos, 0)
+        torch.cuda.synchronize()
+    kernels: dict[str, list[float]] = {}
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            kernels.setdefault(ev.name, []).append(ev.device_time_total / 1000.0)
+    rows = sorted(((sum(v) / steps, len(v) / steps, k) for k, v in kernels.items()), reverse=True)
+    return {
+        "kernel_ms_per_step": sum(r[0] for r in rows),
+        "kernels_per_step": sum(r[1] for r in rows),
+        "top_kernels": [{"ms_per_step": ms, "calls_per_step": n, "name": k[:120]} for ms, n, k in rows[:12]],
+    }
+
+
+def bench_hf(batch: int, prompt: int, new_tokens: int) -> dict[str, Any]:
+    """HF generate, eager, greedy; ms/step from the difference of a 1-token and an n-token generate."""
+    import transformers
+
+    a = PRESETS["llama3.1-8b"]
+    cfg = transformers.LlamaConfig(
+        hidden_size=a.dim,
+        intermediate_size=a.ffn_dim,
+        num_hidden_layers=a.n_layers,
+        num_attention_heads=a.n_heads,
+        num_key_value_heads=a.n_kv_heads,
+        vocab_size=a.vocab_size,
+        rms_norm_eps=a.norm_eps,
+        max_position_embeddings=a.max_seq_len,
+        rope_parameters={"rope_type": "llama3", "rope_theta": a.rope_theta, **a.rope_scaling},
+    )
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = transformers.LlamaForCausalLM(cfg).eval()
+    torch.set_default_dtype(torch.float32)
+    ids = random_prompts(batch, prompt, a.vocab_size, seed=0).cuda()
+    mask = torch.ones_like(ids)
+
+    def gen(n: int) -> float:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model.generate(
+            ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0
+        )
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1000
+
+    gen(2)
+    one = statistics.median(gen(1) for _ in range(3))
+    many = gen(new_tokens)
+    out = {
+        "batch": batch,
+        "prompt": prompt,
+        "new_tokens": new_tokens,
+        "prefill_ms": one,
+        "tbt_ms": (many - one) / (new_tokens - 1),
+    }
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def bench_overhead(model: str, batch: int, prompt: int, decode: int) -> dict[str, Any]:
+    """Eager decode with the breakdown timers on and off, alternated, median of each."""
+    args = PRESETS[model]
+    par = make_parallel(1, 1, device=torch.device("cuda"))
+    eng = Engine(args, par, batch_size=batch, prompt_len=prompt, decode_len=decode, dtype=torch.bfloat16)
+    prompts = random_prompts(batch, prompt, args.vocab_size, seed=0)
+    eng.generate(prompts)
+    plain, timed = [], []
+    for _ in range(3):
+        plain.append(statistics.mean(eng.generate(prompts, Timers(par.device)).step_ms))
+        t = Timers(par.device)
+        par.timer = t.region
+        timed.append(statistics.mean(eng.generate(prompts, t).step_ms))
+        par.timer = None
+    regions = sum(calls for _, _, calls in t.totals().values()) / decode
+    out = {
+        "model": model,
+        "batch": batch,
+        "eager_tbt_ms": statistics.median(plain),
+        "breakdown_tbt_ms": statistics.median(timed),
+        "regions_per_step": regions,
+    }
+    out["overhead_us_per_region"] = (out["breakdown_tbt_ms"] - out["eager_tbt_ms"]) * 1000 / regions
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def report(files: list[str]) -> None:
+    data: dict[str, Any] = {}
+    for f in files:
+        if Path(f).exists():
+            for key, value in json.loads(Path(f).read_text()).items():
+                if isinstance(value, list):
+                    data.setdefault(key, []).extend(value)
+                else:
+                    data[key] = value
+    ceil = data.get("ceilings", {})
+    mm = ceil.get("bf16_mm_TFLOPs")
+    hf = {r["batch"]: r for r in data.get("hf", [])}
+    print("batch  engine_ms/step  floor_ms  ratio  hf_ms/step  speedup_vs_hf  ttft_ms  prefill_TFLOP/s  %mm")
+    for r in sorted(data.get("engine", []), key=lambda r: r["batch"]):
+        h = hf.get(r["batch"], {}).get("tbt_ms")
+        rate = r["prefill_tflop"] / (r["ttft_ms"] / 1000)
+        print(
+            f"{r['batch']:5d}  {r['tbt_ms']:14.3f}  {r['floor_ms']:8.3f}  {r['ratio_to_floor']:5.2f}  "
+            f"{h or float('nan'):10.2f}  {(h or float('nan')) / r['tbt_ms']:13.1f}  {r['ttft_ms']:7.1f}  "
+            f"{rate:15.1f}  {100 * rate / mm if mm else float('nan'):4.0f}"
+        )
+    for r in sorted(data.get("engine", []), key=lambda r: r["batch"]):
+        print(
+            f"batch {r['batch']}: GPU kernels {r['kernel_ms_per_step']:.3f} ms/step in "
+            f"{r['kernels_per_step']:.0f} kernels; step {r['tbt_ms']:.3f} ms"
+        )
+        for k in r["top_kernels"][:8]:
+            print(f"   {k['ms_per_step']:7.3f} ms  x{k['calls_per_step']:5.0f}  {k['name'][:90]}")
+    if ceil:
+        print("ceilings:", json.dumps(ceil))
+    if "overhead" in data:
+        print("timer overhead:", json.dumps(data["overhead"]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=("ceilings", "engine", "hf", "overhead", "report"))
+    p.add_argument("--model", default="llama3.1-8b")
+    p.add_argument("--batches", default="1,16,64")
+    p.add_argument("--prompt-len", type=int, default=512)
+    p.add_argument("--decode-len", type=int, default=128)
+    p.add_argument("--hf-new-tokens", type=int, default=17)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default="bench-engine.json")
+    p.add_argument("files", nargs="*", help="report: the JSON files to read")
+    ns = p.parse_args()
+    if ns.mode == "report":
+        report(ns.files)
+        return
+    batches = [int(b) for b in ns.batches.split(",")]
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    if ns.mode == "ceilings":
+        result["ceilings"] = ceilings()
+    elif ns.mode == "engine":
+        result["engine"] = []
+        for b in batches:
+            result["engine"].append(
+                bench_engine(b, ns.prompt_len, ns.decode_len, ns.model, not ns.no_compile, ns.repeats)
+            )
+            Path(ns.out).write_text(json.dumps(result, indent=1))
+    elif ns.mode == "hf":
+        result["hf"] = [bench_hf(b, ns.prompt_len, ns.hf_new_tokens) for b in batches]
+    else:
+        result["overhead"] = bench_overhead(ns.model, batches[0], ns.prompt_len, ns.decode_len)
+    Path(ns.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
