@@ -205,8 +205,9 @@ def prediction_overlay(
 ) -> pd.DataFrame:
     """Predicted latency for every distinct (system, algorithm, nodes, gpus_per_node, size) measured.
 
-    `params` is one parameter set, or one per system name. Algorithms without a model (gloo, one-shot,
-    …) are left out; nccl-ring and nccl-tree use NCCL's model narrowed to that algorithm.
+    `params` is one parameter set, or one per system name. Backends map to models through
+    `costmodel.MODEL_OF_BACKEND` (reference-ring → ring, …); those without a model (gloo, one-shot, …)
+    are left out; nccl-ring and nccl-tree use NCCL's model narrowed to that algorithm.
     """
     import pandas as pd
 
@@ -223,9 +224,10 @@ def prediction_overlay(
         if p is None:
             continue
         nodes, g, size = int(row["nodes"]), int(row["gpus_per_node"]), float(row["size_bytes"])
-        if algorithm in cm.ALGORITHMS:
-            t = float(cm.predict(algorithm, nodes, g, size, p))
-        elif algorithm in ("nccl", "nccl-ring", "nccl-tree"):
+        model = cm.MODEL_OF_BACKEND.get(algorithm)
+        if model in cm.ALGORITHMS:
+            t = float(cm.predict(model, nodes, g, size, p))
+        elif model == "nccl":
             only = cm.NCCL_ALGORITHMS if algorithm == "nccl" else (algorithm.split("-")[1],)
             t = float(cm.nccl_predict(nodes, g, size, p, ll128=ll128, algorithms=only)[0])
         else:

@@ -39,6 +39,18 @@ PARAM_NAMES: tuple[str, ...] = (
     "gamma_inter_GBps",
     "eta",
 )
+# Benchmark backend names (collectives.api, docs/results.md) → the model that predicts them. The CPU
+# reference backends execute the schedules themselves; nccl-ring / nccl-tree are NCCL forced to one.
+MODEL_OF_BACKEND: dict[str, str] = {
+    **{name: name for name in MODELS},
+    "reference": "nvrar",
+    "reference-ring": "ring",
+    "reference-rd": "recursive-doubling",
+    "reference-rabenseifner": "rabenseifner",
+    "reference-tree": "tree",
+    "nccl-ring": "nccl",
+    "nccl-tree": "nccl",
+}
 # Above this many ranks the flat ring (2(p−1) steps of p messages) is summarised by its closed form,
 # which tests check against the schedule on topologies of up to 64 ranks.
 RING_SCHEDULE_LIMIT = 256

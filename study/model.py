@@ -24,8 +24,6 @@ from study.units import format_size, parse_size
 
 FITTED_DIR = SYSTEMS_DIR / "fitted"
 DATASET_COLUMNS = ("algorithm", "size_bytes", "latency_us", "nodes", "gpus_per_node", "system")
-# Measured algorithm names → the model that predicts them (nccl-ring / nccl-tree: NCCL forced to one).
-MEASURED_TO_MODEL = {name: name for name in cm.MODELS} | {"nccl-ring": "nccl", "nccl-tree": "nccl"}
 
 
 # -- ranges ----------------------------------------------------------------------------------------------
@@ -498,7 +496,8 @@ def fit_workspace(
         # CSV gives strings ("True"/"False"), parquet booleans: compare on the spelled-out value.
         timed_in_graphs = df["graphs"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
         df = df[timed_in_graphs == graphs]
-    usable = df["algorithm"].astype(str).isin(cm.ALGORITHMS)
+    df = df.assign(model=df["algorithm"].astype(str).map(cm.MODEL_OF_BACKEND))
+    usable = df["model"].isin(cm.ALGORITHMS)
     dropped = df.loc[~usable, "algorithm"].astype(str).value_counts().to_dict()
     df = df[usable].copy()
     prior = system_model(system, use_fitted=False)
@@ -511,7 +510,7 @@ def fit_workspace(
         )
     try:
         result = cm.fit(
-            df["algorithm"].astype(str).to_numpy(),
+            df["model"].astype(str).to_numpy(),
             df["nodes"].astype(int).to_numpy(),
             df["gpus_per_node"].astype(int).to_numpy(),
             df["size_bytes"].astype(float).to_numpy(),

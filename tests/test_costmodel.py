@@ -292,6 +292,14 @@ def test_fit_refuses_models_it_has_no_schedule_for() -> None:
         cm.fit(["nccl"] * 10, [2] * 10, [4] * 10, [1e5] * 10, [10.0] * 10, HIER)
 
 
+def test_backend_names_map_to_the_schedules_the_backends_run() -> None:
+    from collectives.api import REFERENCE_SCHEDULES
+
+    for backend, schedule_name in REFERENCE_SCHEDULES.items():
+        assert cm.MODEL_OF_BACKEND[backend] == schedule_name
+    assert cm.MODEL_OF_BACKEND["nvrar"] == "nvrar" and "gloo" not in cm.MODEL_OF_BACKEND
+
+
 # -- engine step times --------------------------------------------------------------------------------
 
 A100 = cm.GpuRates(bf16_tflops=312.0, hbm_TBps=1.555)

@@ -279,6 +279,21 @@ def test_fit_keeps_only_the_requested_graph_mode(tmp_path: Path, fitted_dir: Pat
     assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
 
 
+def test_fit_reads_the_cpu_reference_backends_as_their_schedules(
+    tmp_path: Path, fitted_dir: Path, monkeypatch
+) -> None:
+    system = _system(tmp_path, "eta")
+    real_load = sm.load_system
+    monkeypatch.setattr(sm, "load_system", lambda name: real_load(system if name == "eta" else name))
+    ws = _workspace(tmp_path / "ws", "eta")
+    df = pd.read_csv(ws / "dataset.csv")
+    df["algorithm"] = df["algorithm"].replace({"ring": "reference-ring", "nvrar": "reference"})
+    df.to_csv(ws / "dataset.csv", index=False)
+    fit = sm.fit_workspace(ws)
+    assert fit.result.samples == 36 and set(fit.data["model"]) == {"ring", "nvrar"}
+    assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
+
+
 def test_fit_names_a_missing_column(tmp_path: Path, fitted_dir: Path, capsys) -> None:
     ws = tmp_path / "nocol"
     ws.mkdir()

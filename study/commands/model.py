@@ -241,6 +241,7 @@ def _fit(args: argparse.Namespace) -> int:
     residuals = fit.data[
         [
             "algorithm",
+            "model",
             "nodes",
             "gpus_per_node",
             "size_bytes",
