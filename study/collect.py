@@ -81,13 +81,14 @@ class Outcome:
     corrupt: str | None = None
 
 
-def attempt_folders(run_dir: Path) -> list[tuple[int, Path]]:
-    """The run's attempt folders, oldest first."""
+def attempt_folders(run_dir: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """The run's attempt folders (as strings: collecting 10,000 runs feels pathlib), oldest first."""
+    run_dir = os.fspath(run_dir)
     try:
         names = os.listdir(run_dir)
     except FileNotFoundError:
         return []
-    found = [(int(m.group(1)), run_dir / n) for n in names if (m := ATTEMPT_RE.match(n))]
+    found = [(int(m.group(1)), os.path.join(run_dir, n)) for n in names if (m := ATTEMPT_RE.match(n))]
     return sorted(found)
 
 
@@ -98,21 +99,23 @@ def job_reason(state: JobState | str | None, detail: str | None = None) -> str:
 
 
 def judge_attempt(
-    folder: Path, job_state: JobState | str | None = None, job_detail: str | None = None
+    folder: str | os.PathLike[str], job_state: JobState | str | None = None, job_detail: str | None = None
 ) -> Outcome:
     """Decide an attempt's outcome from exit.json, results.json and, when it did not finish, the job's state.
 
     `job_state` None means the job's fate is unknown (a collect without a state store)."""
     state = JobState(job_state) if job_state else None
+    folder = os.fspath(folder)
     try:
-        exit_info = json.loads((folder / "exit.json").read_text(encoding="utf-8"))
+        with open(os.path.join(folder, "exit.json"), encoding="utf-8") as fh:
+            exit_info = json.load(fh)
     except FileNotFoundError:
         exit_info = None
     except (OSError, ValueError):
         exit_info = {"exit_code": None}
-    results_path = folder / "results.json"
+    results_path = os.path.join(folder, "results.json")
     result, corrupt = None, None
-    if results_path.exists():
+    if os.path.exists(results_path):
         try:
             result = read_result(results_path)
         except ResultError as exc:
@@ -144,7 +147,7 @@ def judge_attempt(
     return _from_result(result, corrupt, results_path)
 
 
-def _from_result(result: dict[str, Any] | None, corrupt: str | None, path: Path | None = None) -> Outcome:
+def _from_result(result: dict[str, Any] | None, corrupt: str | None, path: str | None = None) -> Outcome:
     if corrupt:
         return Outcome("failed", f"corrupt results: {corrupt}", None, corrupt)
     if result is None:
@@ -324,9 +327,12 @@ def _states_from_store(workspace: Path) -> dict[str, tuple]:
         return {r.run_id: (r.status, r.reason, r.floor, r.attempt) for r in state.runs()}
 
 
+_SCALARS = frozenset((bool, int, float, str, type(None)))
+
+
 def _cell(value: Any) -> Any:
     """Scalars stay; lists and mappings become canonical JSON, so every column has one type."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if type(value) in _SCALARS or isinstance(value, (bool, int, float, str)):
         return value
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -348,7 +354,13 @@ def _result_rows(base: dict[str, Any], params: dict[str, Any], result: dict[str,
     tail = {k: _cell(prov.get(k)) for k in PROVENANCE_COLUMNS}
     samples = result["samples"] or [{}]
     return [
-        {**head, **params, **metrics, **{k: _cell(v) for k, v in s.items() if k not in head}, **tail}
+        {
+            **head,
+            **params,
+            **metrics,
+            **{k: v if type(v) in _SCALARS else _cell(v) for k, v in s.items() if k not in head},
+            **tail,
+        }
         for s in samples
     ]
 
