@@ -504,6 +504,7 @@ class FitResult:
     iterations: int
     theta_names: tuple[str, ...] = ()
     theta_covariance: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    converged: bool = True
 
 
 # The fit's linear coordinates: latencies and inverse bandwidths (µs per byte).
@@ -602,9 +603,11 @@ def fit(
     """Weighted least squares of α and β per level (relative residuals), holding γ, η and `fixed`.
 
     The step time is a maximum over ranks, so the model is piecewise linear in (α, 1/β): pick each
-    step's slowest rank under the current estimate, solve, and repeat until the choice settles.
-    Uncertainty is the covariance of the last linear solve (σ² (XᵀWX)⁻¹), with β's standard error by
-    the delta method. Raises FitError when the data cannot separate the free parameters.
+    step's slowest rank under the current estimate, solve, and repeat until the choice settles; if it
+    keeps switching, keep the iterate whose exact model fits best (`converged` = False).
+    Uncertainty is the covariance of the linear solve at the kept estimate (σ² (XᵀWX)⁻¹), with β's
+    standard error by the delta method. Raises FitError when the data cannot separate the free
+    parameters.
     """
     algorithms = np.asarray(algorithms, dtype=object)
     nodes, gpus = np.asarray(nodes, dtype=int), np.asarray(gpus_per_node, dtype=int)
@@ -629,31 +632,51 @@ def fit(
         )
     if np.any(measured <= 0) or np.any(sizes <= 0):
         raise FitError("latencies and sizes must be positive", missing="positive latency_us and size_bytes")
-    theta = {
-        "a_i": prior.intra.alpha_us,
-        "a_e": prior.inter.alpha_us,
-        "ib_i": 1e-3 / prior.intra.beta_GBps,
-        "ib_e": 1e-3 / prior.inter.beta_GBps,
-    }
     keys = ("a_i", "a_e", "ib_i", "ib_e")
+    theta = np.array(
+        [
+            prior.intra.alpha_us,
+            prior.inter.alpha_us,
+            1e-3 / prior.intra.beta_GBps,
+            1e-3 / prior.inter.beta_GBps,
+        ]
+    )
     order = (0, 2, 1, 3)  # FIT_PARAMS order -> theta column
     free_cols = [order[k] for k in free]
+    held = [c for c in range(4) if c not in free_cols]
     weights = 1.0 / measured
-    previous = None
+
+    def linearise(at: np.ndarray):
+        """The exact model at `at` (each step's largest term under `at`) and its weighted residual."""
+        x, const = _design(algorithms, nodes, gpus, sizes, at, prior)
+        return x, const, float(np.sum(((x @ at + const - measured) * weights) ** 2))
+
+    best, previous, converged = None, None, False
     iteration = 0
     while iteration < max_iterations:
         iteration += 1
-        x, const = _design(algorithms, nodes, gpus, sizes, np.array([theta[k] for k in keys]), prior)
-        held = [c for c in range(4) if c not in free_cols]
-        y = measured - const - x[:, held] @ np.array([theta[keys[c]] for c in held])
-        xw = x[:, free_cols] * weights[:, None]
-        _check_identifiable(xw, [FIT_PARAMS[k] for k in free])
-        solution, *_ = np.linalg.lstsq(xw, y * weights, rcond=None)
-        for c, v in zip(free_cols, solution, strict=True):
-            theta[keys[c]] = float(v)
+        x, const, rss = linearise(theta)
+        if best is None or rss < best[0]:
+            best = (rss, theta.copy())
         if previous is not None and np.allclose(previous, x):
+            converged = True
             break
         previous = x
+        y = measured - const - x[:, held] @ theta[held]
+        xw = x[:, free_cols] * weights[:, None]
+        _check_identifiable(xw, [FIT_PARAMS[k] for k in free])
+        theta[free_cols] = np.linalg.lstsq(xw, y * weights, rcond=None)[0]
+    if not converged:
+        # The active set kept switching: keep the iterate whose exact model fits best.
+        _, _, rss = linearise(theta)
+        if rss < best[0]:
+            best = (rss, theta.copy())
+    theta = best[1]
+    x, const, _ = linearise(theta)
+    y = measured - const - x[:, held] @ theta[held]
+    xw = x[:, free_cols] * weights[:, None]
+    solution = theta[free_cols]
+    theta = dict(zip(keys, (float(v) for v in theta), strict=True))
     resid_w = xw @ solution - y * weights
     dof = max(len(sizes) - len(free), 1)
     sigma2 = float(resid_w @ resid_w) / dof
@@ -703,6 +726,7 @@ def fit(
         iteration,
         tuple(THETA_NAMES[c] for c in theta_order),
         cov_sorted,
+        converged,
     )
 
 

@@ -554,6 +554,7 @@ def fit_document(fit: WorkspaceFit) -> dict[str, Any]:
             "dataset": str(fit.dataset),
             "samples": r.samples,
             "iterations": r.iterations,
+            "converged": r.converged,
             "fitted": list(r.fitted),
             "stderr": {k: round(v, 6) for k, v in r.stderr.items()},
             "theta_covariance": {

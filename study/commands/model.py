@@ -257,6 +257,11 @@ def _fit(args: argparse.Namespace) -> int:
     )
     if args.write_system:
         targets.append(write_yaml(fitted_path(fit.system), document))
+    if not r.converged:
+        print(
+            f"note: the slowest-step choice kept switching for {r.iterations} iterations; kept the estimate "
+            "whose model fits best (more sizes or node counts usually settle it)"
+        )
     if fit.dropped:
         print(
             "not fitted (no schedule model): "
