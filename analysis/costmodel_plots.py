@@ -43,13 +43,24 @@ def _facets(count: int):
     return fig, list(axes.flat[:count])
 
 
-def _size_axis(ax) -> None:
+def _size_axis(ax, sizes) -> None:
+    """Log2 size axis ticked at the sizes plotted (at most 8 labels), in KiB / MiB."""
     from study.units import format_size
 
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ticks = [t for t in ax.get_xticks() if t >= 1 and float(t).is_integer()]
-    ax.set_xticks(ticks, [format_size(int(t)) for t in ticks])
+    ticks = _pick([int(v) for v in sizes], 8)
+    ax.set_xticks(ticks, [format_size(t) for t in ticks])
+    ax.minorticks_off()
+
+
+def _nodes_axis(ax, nodes) -> None:
+    """Log2 node axis ticked at the node counts plotted (at most 8 labels)."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ticks = _pick([int(v) for v in nodes], 8)
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
 
 
 def plot_latency_vs_size(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -> list[Path]:
@@ -69,11 +80,12 @@ def plot_latency_vs_size(df: pd.DataFrame, out_dir: str | os.PathLike[str], name
                 label=algorithm,
                 color=color_for(algorithm, i),
             )
-        _size_axis(ax)
+        _size_axis(ax, sel["size_bytes"])
         ax.set_title(f"{n} node{'s' if n > 1 else ''} × {int(sel['gpus_per_node'].iloc[0])} GPUs (model)")
         ax.set_xlabel("message size")
         ax.set_ylabel("predicted latency (µs)")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
     return list(save_figure(fig, points, out_dir, name).values())
 
 
@@ -96,12 +108,12 @@ def plot_latency_vs_nodes(df: pd.DataFrame, out_dir: str | os.PathLike[str], nam
                 label=algorithm,
                 color=color_for(algorithm, i),
             )
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        _nodes_axis(ax, sel["nodes"])
         ax.set_title(f"{format_size(int(size))} (model)")
         ax.set_xlabel("nodes")
         ax.set_ylabel("predicted latency (µs)")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
     return list(save_figure(fig, points, out_dir, name).values())
 
 
@@ -127,8 +139,7 @@ def plot_compare(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -
         )
     from study.units import format_size
 
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    _nodes_axis(ax, points["nodes"])
     ax.set_xlabel("nodes")
     ax.set_ylabel("predicted latency (µs)")
     ax.set_title(f"All-reduce of {format_size(size)} by system (model)")
@@ -155,7 +166,7 @@ def plot_fit(residuals: pd.DataFrame, out_dir: str | os.PathLike[str], name: str
         )
         ax.plot(grp["size_bytes"], grp["predicted_us"], linestyle="--", color=color)
         ax_res.plot(grp["size_bytes"], 100 * grp["relative_residual"], marker=marker_for(i), color=color)
-    _size_axis(ax)
+    _size_axis(ax, residuals["size_bytes"])
     ax.set_xlabel("message size")
     ax.set_ylabel("latency (µs): measured (points), fit (dashed)")
     ax.legend(fontsize=7)
@@ -163,6 +174,7 @@ def plot_fit(residuals: pd.DataFrame, out_dir: str | os.PathLike[str], name: str
     ax_res.axhline(0, color="#888888", linewidth=0.8)
     ax_res.set_xlabel("message size (B)")
     ax_res.set_ylabel("residual (% of measured)")
+    fig.tight_layout()
     return list(save_figure(fig, residuals, out_dir, name).values())
 
 
@@ -191,8 +203,7 @@ def plot_engine(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) ->
             linestyle="--",
             label=f"{layout}, batch {batch}, NVRAR",
         )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    _nodes_axis(ax, points["nodes"])
     ax.set_xlabel("nodes")
     ax.set_ylabel("predicted decode step (ms)")
     ax.set_title(f"{points['model'].iloc[0]} on {points['system'].iloc[0]} (model)")
@@ -272,7 +283,7 @@ def plot_measured_with_overlay(
             label=f"{algorithm}, {nodes} nodes",
         )
     draw_overlay(ax, overlay[overlay["algorithm"].isin(points["algorithm"])])
-    _size_axis(ax)
+    _size_axis(ax, points["size_bytes"])
     ax.set_xlabel("message size")
     ax.set_ylabel("latency (µs)")
     ax.legend(fontsize=7)

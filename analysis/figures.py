@@ -67,7 +67,8 @@ def _log(ax: Axes, axis: str = "y", base: float = 10) -> None:
     subs = (1.0, 2.0, 5.0) if base == 10 else (1.0,)
     target.set_major_locator(mticker.LogLocator(base=base, subs=subs))
     target.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    target.set_minor_formatter(mticker.NullFormatter())
+    # No minor ticks: with 1-2-5 majors they add nothing, and every tick is an artist to lay out and draw.
+    target.set_minor_locator(mticker.NullLocator())
 
 
 def _size_axis(ax: Axes, axis: str = "x") -> None:
@@ -79,7 +80,7 @@ def _size_axis(ax: Axes, axis: str = "x") -> None:
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
     target.set_major_locator(mticker.LogLocator(base=2, numticks=MAX_TICKS))
     target.set_major_formatter(mticker.FuncFormatter(lambda v, _: human_bytes(v).replace(" ", "\u2009")))
-    target.set_minor_formatter(mticker.NullFormatter())
+    target.set_minor_locator(mticker.NullLocator())
 
 
 def _pages(df: pd.DataFrame, keys: list[str]):

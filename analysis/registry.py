@@ -78,6 +78,10 @@ class FigureData:
 
     @property
     def nccl(self) -> pd.DataFrame:
+        """NCCL's tuning decisions found in the workspaces' run logs (parsed on first use)."""
+        return self.load_nccl()
+
+    def load_nccl(self) -> pd.DataFrame:
         if self._nccl is None:
             import pandas as pd
 
@@ -159,11 +163,36 @@ def unmet(needs: Needs, data: FigureData) -> str | None:
     return None
 
 
-def plot_all(data: FigureData, out_dir: str | Path, only: Iterable[str] | None = None) -> list[FigureResult]:
-    """Write every registered figure the data supports into `out_dir`; report the others with a reason."""
+def _render(name: str, data: FigureData, out: Path) -> FigureResult:
+    """Make one registered figure (or say why not); runs in this process or in a worker."""
     from analysis.style import apply_style
 
     apply_style()
+    spec = load_registry()[name]
+    result = FigureResult(name=name, description=spec.description)
+    reason = unmet(spec.needs, data)
+    if reason is not None:
+        result.skipped = reason
+        return result
+    try:
+        result.files = spec.func(data, out) or []
+        if not result.files:
+            result.skipped = "the data has nothing to plot for this figure"
+    except SkipFigure as exc:
+        result.skipped = str(exc)
+    return result
+
+
+def plot_all(
+    data: FigureData, out_dir: str | Path, only: Iterable[str] | None = None, jobs: int = 1
+) -> list[FigureResult]:
+    """Write every registered figure the data supports into `out_dir`; report the others with a reason.
+
+    With `jobs` > 1 the figures are drawn in that many worker processes (drawing is CPU-bound and
+    matplotlib is single-threaded). Workers start from a fork server, not by forking this process,
+    because pyarrow's threads make a plain fork unsafe; they see only the figures registered by the
+    modules in FIGURE_MODULES.
+    """
     registry = load_registry()
     wanted = list(only) if only else list(registry)
     unknown = [n for n in wanted if n not in registry]
@@ -174,22 +203,16 @@ def plot_all(data: FigureData, out_dir: str | Path, only: Iterable[str] | None =
             f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(sorted(registry))}", key="--only"
         )
     out = Path(out_dir)
-    results = []
-    for name in wanted:
-        spec = registry[name]
-        result = FigureResult(name=name, description=spec.description)
-        reason = unmet(spec.needs, data)
-        if reason is None:
-            try:
-                result.files = spec.func(data, out) or []
-                if not result.files:
-                    result.skipped = "the data has nothing to plot for this figure"
-            except SkipFigure as exc:
-                result.skipped = str(exc)
-        else:
-            result.skipped = reason
-        results.append(result)
-    return results
+    if jobs <= 1 or len(wanted) <= 1:
+        return [_render(name, data, out) for name in wanted]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    data.load_nccl()  # parse the logs once, before the data is sent to the workers
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(wanted)), mp_context=context) as pool:
+        futures = [pool.submit(_render, name, data, out) for name in wanted]
+        return [f.result() for f in futures]
 
 
 def as_rows(results: list[FigureResult]) -> list[dict[str, Any]]:

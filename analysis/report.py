@@ -322,6 +322,7 @@ def write_report(
     embed: bool = False,
     align: str = "nodes",
     title: str | None = None,
+    jobs: int = 1,
 ) -> Path:
     """Write every supported figure (into `figures_dir`, default beside the page) and the page itself."""
     from analysis.nccl_log import algorithm_map
@@ -332,7 +333,7 @@ def write_report(
     out_dir = out_path.parent
     fig_dir = Path(figures_dir) if figures_dir else out_dir / "figures"
     data = FigureData(ds, list(ds.workspaces))
-    results = plot_all(data, fig_dir)
+    results = plot_all(data, fig_dir, jobs=jobs)
     amap = algorithm_map(data.nccl)
     ctx = build_context(ds, results, out_dir, embed=embed, nccl_map=amap, align=align, title=title)
     return atomic_write_text(out_path, render(ctx))

@@ -6,10 +6,17 @@ bench/RESULTS-analysis.md by hand.
 
 from __future__ import annotations
 
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+def _cpu() -> float:
+    """CPU seconds of this process: steadier than wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str]) -> int:
@@ -23,22 +30,43 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
         t = time.perf_counter()
-        coll = syn.collective_frame(nodes=(1, 2, 4, 8, 16, 32, 64), sizes=sizes,
-                                    algorithms=("nccl", "nvrar", "nccl-ring", "nccl-tree"),
-                                    graphs=(False, True), repeats=repeats)
+        coll = syn.collective_frame(
+            nodes=(1, 2, 4, 8, 16, 32, 64),
+            sizes=sizes,
+            algorithms=("nccl", "nvrar", "nccl-ring", "nccl-tree"),
+            graphs=(False, True),
+            repeats=repeats,
+        )
         runs, timers = syn.inference_frames(gpus=(4, 8, 16, 32, 64, 128), repeats=5)
         syn.write_workspace(ws, pd.concat([coll, runs], ignore_index=True), timers)
-        print(f"dataset: {len(coll) + len(runs)} rows, {len(timers)} timer rows "
-              f"(built in {time.perf_counter() - t:.1f} s)")
-        for label, args in (("plot (all figures)", ["plot", str(ws)]),
-                            ("plot (collective figures)", ["plot", str(ws), "--only", "allreduce_latency",
-                                                           "--only", "speedup_heatmap", "--only",
-                                                           "speedup_vs_size"]),
-                            ("report", ["report", str(ws)])):
-            t = time.perf_counter()
+        print(
+            f"dataset: {len(coll) + len(runs)} rows, {len(timers)} timer rows "
+            f"(built in {time.perf_counter() - t:.1f} s)"
+        )
+        for label, args in (
+            ("plot (all figures)", ["plot", str(ws)]),
+            (
+                "plot (collective figures)",
+                [
+                    "plot",
+                    str(ws),
+                    "--only",
+                    "allreduce_latency",
+                    "--only",
+                    "speedup_heatmap",
+                    "--only",
+                    "speedup_vs_size",
+                ],
+            ),
+            ("report", ["report", str(ws)]),
+        ):
+            t, cpu = time.perf_counter(), _cpu()
             code = study(args)
             figures = len(list((ws / "figures").glob("*.png")))
-            print(f"{label}: {time.perf_counter() - t:.1f} s, exit {code}, {figures} PNGs in figures/")
+            print(
+                f"{label}: {time.perf_counter() - t:.1f} s wall, {_cpu() - cpu:.1f} s CPU, exit {code}, "
+                f"{figures} PNGs in figures/"
+            )
     return 0
 
 

@@ -118,3 +118,10 @@ def test_study_plot_command(tmp_path, capsys):
     assert "skipped breakdown: no successful inference runs" in out.err
     assert main(["plot", str(tmp_path), "--only", "no_such_figure"]) == 2
     assert "unknown figure(s) no_such_figure" in capsys.readouterr().err
+
+
+def test_figures_in_worker_processes(collective_data, tmp_path):
+    results = plot_all(collective_data, tmp_path, only=["speedup_vs_size", "strong_scaling"], jobs=2)
+    assert [r.name for r in results] == ["speedup_vs_size", "strong_scaling"]
+    _check_files(results[0].files[0])
+    assert results[1].skipped == "no successful inference runs"

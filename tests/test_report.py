@@ -44,7 +44,7 @@ def workspace(tmp_path_factory):
     attempt = ws / "runs" / "r1" / "attempt-1"
     attempt.mkdir(parents=True)
     (attempt / "stderr").write_text(NCCL_LOG + "\n", encoding="utf-8")
-    assert main(["report", str(ws)]) == 0
+    assert main(["report", str(ws), "--jobs", "1"]) == 0
     return ws
 
 
@@ -141,7 +141,7 @@ def test_every_figure_loads_in_chromium(workspace, tmp_path, embed):
     assert CHROMIUM, "chromium is required under CI=true"
     page = workspace / ("report.html" if not embed else "report-embedded.html")
     if embed:
-        assert main(["report", str(workspace), "--embed", "--out", str(page)]) == 0
+        assert main(["report", str(workspace), "--embed", "--out", str(page), "-j", "1"]) == 0
     dom = _chromium_dom(page, tmp_path / "profile")
     images = re.search(r'data-images="(\d+)"', dom)
     broken = re.search(r'data-broken="(\d+)"', dom)

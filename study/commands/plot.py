@@ -21,6 +21,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", metavar="NAME", action="append", help="make only this figure (repeatable); see --list"
     )
     parser.add_argument("--list", action="store_true", help="list the known figures and what each needs")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw figures in N processes (default: the CPU count, at most 8)",
+    )
+
+
+def default_jobs(jobs: int | None) -> int:
+    """The number of drawing processes: as asked, else one per CPU (at most 8)."""
+    import os
+
+    from study.errors import InputError
+
+    if jobs is None:
+        return max(1, min(8, os.cpu_count() or 1))
+    if jobs < 1:
+        raise InputError("must be at least 1", key="--jobs")
+    return jobs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give at least one collected workspace", key="WORKSPACE")
     ds = load_workspaces(args.workspaces)
     out = Path(args.out) if args.out else Path(args.workspaces[0]) / "figures"
-    results = plot_all(FigureData(ds, list(ds.workspaces)), out, only=args.only)
+    results = plot_all(FigureData(ds, list(ds.workspaces)), out, only=args.only, jobs=default_jobs(args.jobs))
     written = 0
     for r in results:
         if r.skipped:

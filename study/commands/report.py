@@ -30,14 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the interconnect comparison matches systems (default: nodes)",
     )
     parser.add_argument("--title", help="the page's title")
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw figures in N processes (default: CPUs, ≤ 8)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from analysis.dataset import load_workspaces
     from analysis.report import write_report
+    from study.commands.plot import default_jobs
 
     ds = load_workspaces(args.workspaces)
     out = Path(args.out) if args.out else Path(args.workspaces[0]) / "report.html"
-    path = write_report(ds, out, embed=args.embed, align=args.align, title=args.title)
+    path = write_report(
+        ds, out, embed=args.embed, align=args.align, title=args.title, jobs=default_jobs(args.jobs)
+    )
     print(f"report: wrote {path} ({ds.runs['run_id'].nunique()} runs, {len(ds.workspaces)} workspace(s))")
     return 0
