@@ -1,6 +1,6 @@
 """Orchestration: put a workspace's jobs in the state store, reconcile, submit, refresh, wait, rerun, cancel.
 
-Every command starts with `prepare`: open the store, record the plan's jobs, and reconcile with the
+Every command starts with `open_session`: open the store, record the plan's jobs, and reconcile with the
 scheduler, adopting any job of this workspace that the store does not know (a submit that died after
 the scheduler answered). A job's scheduler name is its plan name plus a tag of the workspace's path,
 so two copies of one experiment never adopt each other's jobs.
