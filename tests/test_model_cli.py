@@ -368,6 +368,29 @@ def test_compare_two_systems_prints_the_sensitivity_table(tmp_path: Path, fitted
         ["system", "algorithm", "nodes", "size_bytes"]
     )["latency_us"]
     assert pred[("slow", "nvrar", 16, 2 << 20)] > pred[("fast", "nvrar", 16, 2 << 20)]
+    code = main(
+        [
+            "model",
+            "compare",
+            "--systems",
+            f"{a},{b}",
+            "--nodes",
+            "2,4",
+            "--sizes",
+            "1MiB",
+            "--model",
+            "llama3.1-70b",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    engine = pd.read_csv(out / "model_engine_llama3.1-70b_fast_vs_slow.csv")
+    assert set(engine["system"]) == {"fast", "slow"} and (engine["pp"] == 1).all()
+    by = engine.set_index(["system", "nodes"])["decode_allreduce_ms"]
+    assert by[("slow", 4)] > by[("fast", 4)]
     assert main(["model", "compare", "--systems", str(a)]) == 2
 
 

@@ -82,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common(p, systems=True)
     p.add_argument("--sizes", default="64KiB..2MiB", help="message sizes (default 64KiB..2MiB)")
     p.add_argument("--algorithms", default="nccl,nvrar", help="default nccl,nvrar")
+    p.add_argument("--model", help="also compare engine step times of this model (e.g. llama3.1-405b)")
+    p.add_argument("--batch-size", default="4,64", help="batch sizes for --model (default 4,64)")
+    p.add_argument("--prompt-len", type=int, default=1024)
+    p.add_argument("--decode-len", type=int, default=256)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -425,11 +429,10 @@ def _compare(args: argparse.Namespace) -> int:
         )
     console.print(st)
     tag = "_vs_".join(sm.name for sm in models)
-    written = _write(
-        args.out,
-        {f"model_compare_{tag}": pred, f"model_sensitivity_{tag}": sens},
-        [lambda d: plots.plot_compare(pred, d, f"model_compare_{tag}")],
-    )
+    tables = {f"model_compare_{tag}": pred, f"model_sensitivity_{tag}": sens}
+    if args.model:
+        tables[f"model_engine_{args.model}_{tag}"] = _compare_engine(args, models, nodes, console)
+    written = _write(args.out, tables, [lambda d: plots.plot_compare(pred, d, f"model_compare_{tag}")])
     share = sens["dominant"].value_counts(normalize=True)
     print(
         f"compared {len(models)} systems over {len(pred)} predictions; dominant parameters: "
@@ -437,3 +440,41 @@ def _compare(args: argparse.Namespace) -> int:
         + (f"; wrote {len(written)} files to {args.out}" if written else "")
     )
     return 0
+
+
+def _compare_engine(args: argparse.Namespace, models, nodes: list[int], console):
+    """Engine step times of one model on every system, TP over all GPUs, NCCL against NVRAR."""
+    from rich.table import Table
+
+    from study.model import engine_table, parse_int_range
+
+    batches = parse_int_range(args.batch_size, "--batch-size")
+    df = engine_table(
+        models, args.model, nodes, None, [1], batches, args.prompt_len, args.decode_len, 1, 0.6, 0.8
+    )
+    table = Table(
+        title=escape(f"{args.model}, TP over all GPUs: decode step (ms) and E2E gain of NVRAR per system")
+    )
+    for column in (
+        "nodes",
+        "batch",
+        *(f"{sm.name} NCCL" for sm in models),
+        *(f"{sm.name} NVRAR" for sm in models),
+        *(f"{sm.name} gain" for sm in models),
+    ):
+        table.add_column(column, justify="right")
+    wide = df.pivot_table(
+        index=["nodes", "batch_size"],
+        columns="system",
+        values=["decode_ms", "decode_ms_nvrar", "e2e_speedup_nvrar"],
+    )
+    for (n, batch), row in wide.iterrows():
+        table.add_row(
+            str(n),
+            str(batch),
+            *(f"{row[('decode_ms', sm.name)]:.2f}" for sm in models),
+            *(f"{row[('decode_ms_nvrar', sm.name)]:.2f}" for sm in models),
+            *(f"{row[('e2e_speedup_nvrar', sm.name)]:.2f}x" for sm in models),
+        )
+    console.print(table)
+    return df
