@@ -196,7 +196,7 @@ def scaling_efficiency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
             _gpu_axis(ax, gpus)
             ax.set_xlabel("GPUs")
         _log(ax_s, base=2)
-        ax_s.set_ylabel(f"speedup of {METRIC_LABELS[metric].split(' (')[0]} over the smallest run")
+        ax_s.set_ylabel(f"speedup ({metric.removesuffix('_ms').upper()}, vs smallest run)")
         ax_e.set_ylabel("parallel efficiency (%)")
         ax_e.set_ylim(0, 110)
         ax_s.legend()
@@ -424,7 +424,7 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         fig, ax = plt.subplots()
         for i, (n, s) in enumerate(part.groupby("nodes", sort=True)):
             s = s.sort_values("size_bytes")
-            ax.plot(s["size_bytes"], s["speedup"], marker=marker_for(i), label=f"{int(n)} nodes")
+            ax.plot(s["size_bytes"], s["speedup"], marker=marker_for(i), label=f"{int(n)}")
             if not cross.empty:
                 mask = cross["nodes"] == n
                 for k, v in page.items():
@@ -436,7 +436,7 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         _log(ax, base=2)
         ax.set_xlabel("message size")
         ax.set_ylabel("speedup NVRAR / NCCL")
-        ax.legend(title="| crossover")
+        ax.legend(title="nodes; | = crossover")
         fig.suptitle(_title("NVRAR speedup over NCCL", page))
         fig.tight_layout()
         written.append(save_figure(fig, part, out_dir, _slug("speedup_vs_size", *page.values())))
@@ -579,7 +579,13 @@ def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Pa
         ax.set_title(label)
         ax.set_xlabel("message size")
         ax.tick_params(axis="x", labelrotation=45)
-        ax.legend(fontsize=7)
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][-1].legend(
+        handles.values(), handles.keys(), fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left"
+    )
     axes[0][0].set_ylabel("latency (µs)")
     fig.suptitle("All-reduce latency by interconnect")
     fig.tight_layout()
@@ -591,7 +597,7 @@ def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Pa
     Needs(kind="inference", columns=("world_size",), any_columns=("e2e_ms", "tbt_ms"), systems=2),
 )
 def interconnect_inference(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
-    """E2E latency and TBT against nodes on each system, side by side (same scheme and all-reduce)."""
+    """E2E latency and TBT against nodes per system: colour = scheme and all-reduce, line style = system."""
     import matplotlib.pyplot as plt
 
     from analysis.compare import system_label
@@ -601,27 +607,31 @@ def interconnect_inference(data: FigureData, out_dir: Path) -> list[dict[str, Pa
     rows = with_scheme(data.rows("inference"))
     rows = rows.assign(system_label=system_label(rows))
     metrics = [m for m in ("e2e_ms", "tbt_ms") if m in rows.columns and rows[m].notna().any()]
-    keys = [k for k in ("system_label", "series", "allreduce", "model", "nodes") if k in rows.columns]
+    series_keys = [k for k in ("series", "allreduce", "model") if k in rows.columns and rows[k].notna().any()]
+    keys = ["system_label", *series_keys, "nodes"]
     table = summarize(rows, keys, metrics)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
-    labels = sorted(table["system_label"].unique())
+    table["label"] = table[series_keys].astype(str).agg(" ".join, axis=1) if series_keys else ""
+    systems = sorted(table["system_label"].unique())
+    series = sorted(table["label"].unique())
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics) + 2.6, 3.9), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for (sys_label, series, *rest), s in table.groupby([k for k in keys if k != "nodes"], sort=True):
+        for (sys_label, label), s in table.groupby(["system_label", "label"], sort=True):
             s = s.sort_values("nodes")
-            i = labels.index(sys_label)
+            i, j = systems.index(sys_label), series.index(label)
             ax.plot(
                 s["nodes"],
                 s[f"{metric}_median"],
                 marker=marker_for(i),
-                color=color_for("", i),
-                linestyle="-" if "nvrar" not in rest else "--",
-                label=" ".join(str(v) for v in (sys_label, series, *rest)),
+                color=color_for("", j),
+                linestyle=styles[i % len(styles)],
+                label=f"{label} — {sys_label}",
             )
         _gpu_axis(ax, table["nodes"])
         _log(ax)
         ax.set_xlabel("nodes")
         ax.set_ylabel(METRIC_LABELS[metric])
-    axes[0][0].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left", title="series — system")
     fig.suptitle("Inference latency by interconnect")
     fig.tight_layout()
     return [save_figure(fig, table, out_dir, "interconnect_inference")]
