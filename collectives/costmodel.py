@@ -413,7 +413,8 @@ def nccl_candidates(
     ranks, g, n = nodes * gpus_per_node, gpus_per_node, nodes
     m = np.asarray(size_bytes, dtype=float)
     bus = nccl_bus_bandwidth(n, g, p)
-    log_size = np.clip(np.floor(np.log2(np.maximum(m, 64) / 64)), 0, 21).astype(int)
+    log_size = np.floor(np.log2(np.maximum(m, 64) / 64)).astype(int)
+    corrected = log_size < len(NCCL_TREE_CORRECTION[0])  # NCCL corrects 64 B .. 128 MiB only
     shift = {
         lvl: np.asarray(p[f"alpha_{lvl}_us"], dtype=float) - NCCL_REFERENCE_ALPHA_US[lvl]
         for lvl in ("intra", "inter")
@@ -438,7 +439,9 @@ def nccl_candidates(
             else:
                 lat = lat + 2 * ((g - 1) * intra_hop + int(math.log2(n)) * inter_hop)
                 eff = {"LL": 0.92 / 3.8, "LL128": 0.92 * (7 / 9 if n == 1 else 0.915), "Simple": 0.92}[proto]
-                algbw = bus * eff * 0.5 * np.asarray(NCCL_TREE_CORRECTION[k])[log_size]
+                table = np.asarray(NCCL_TREE_CORRECTION[k])
+                factor = np.where(corrected, table[np.minimum(log_size, len(table) - 1)], 1.0)
+                algbw = bus * eff * 0.5 * factor
             out[(algo, proto)] = lat + m / (1e3 * algbw)
     return out
 

@@ -116,6 +116,17 @@ def test_nccl_ring_ll_candidate_hand_value() -> None:
     assert float(cands[("ring", "LL")]) == pytest.approx(latency + 64 * KIB / (1e3 * algbw))
 
 
+def test_nccl_tree_correction_applies_from_64_bytes_to_128_mib_only() -> None:
+    params = CostParams(LinkParams(0.6, 100.0, 500.0), LinkParams(2.7, 25.0, 500.0), 1.0)
+    # Tree/Simple on 4 × 4: bus 100 GB/s × 0.92, halved; NCCL's correction for Simple at 64 KiB
+    # (index log2(64 KiB / 64) = 10) is 0.6, and none at 256 MiB (index 22, past the table).
+    latency = 8.4 + 2 * (3 * 4.0 + 2 * 14.0)
+    for size, factor in ((64 * KIB, 0.6), (256 * MIB, 1.0)):
+        algbw = 100 * 0.92 * 0.5 * factor
+        got = float(cm.nccl_candidates(4, 4, size, params)[("tree", "Simple")])
+        assert got == pytest.approx(latency + size / (1e3 * algbw)), size
+
+
 def test_nccl_choice_follows_size_and_gpu_count() -> None:
     sizes = np.array([8 * KIB, 64 * KIB, 256 * KIB, 2 * MIB, 64 * MIB])
     _, choice = cm.nccl_predict(16, 4, sizes, HIER)
