@@ -299,7 +299,7 @@ def _input_error(
 ) -> InputError:
     problems = []
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or _is_key(cls, prefix, err["loc"], p))
+        loc = tuple(p for p in err["loc"] if _is_key(p))
         path = (*prefix, *loc)
         hint = None
         if err["type"] == "extra_forbidden":
@@ -322,10 +322,10 @@ def _input_error(
     return first
 
 
-def _is_key(cls: type[BaseModel], prefix: tuple, loc: tuple, part: Any) -> bool:
+def _is_key(part: Any) -> bool:
     # pydantic inserts type tags such as 'int' or 'function-after[...]' for unions; keep real keys only.
-    return not (
-        isinstance(part, str) and ("[" in part or part in {"int", "str", "float", "bool", "list", "dict"})
+    return isinstance(part, int) or not (
+        "[" in part or part in {"int", "str", "float", "bool", "list", "dict"}
     )
 
 

@@ -538,27 +538,41 @@ def _write_plan(ws: Path, plan: Plan) -> None:
 
 
 def _write_files(ws: Path, files: dict[str, str]) -> None:
-    made: set[str] = set()
+    new_dirs: set[str] = set()  # folders this call created: their files cannot exist yet
+    old_dirs: set[str] = set()
     root = str(ws)
     for rel, text in files.items():
         path = f"{root}/{rel}"
         parent = path.rsplit("/", 1)[0]
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        _atomic_write(path, text, mode=0o755 if rel.endswith(".sh") else 0o644, parent_exists=True)
+        if parent not in new_dirs and parent not in old_dirs:
+            try:
+                os.mkdir(parent)
+                new_dirs.add(parent)
+            except FileExistsError:
+                old_dirs.add(parent)
+            except FileNotFoundError:
+                os.makedirs(parent)
+                new_dirs.add(parent)
+        mode = 0o755 if rel.endswith(".sh") else 0o644
+        _atomic_write(path, text, mode=mode, parent_exists=True, new=parent in new_dirs)
 
 
 def _atomic_write(
-    path: str | Path, text: str, mode: int = 0o644, sync: bool = False, parent_exists: bool = False
+    path: str | Path,
+    text: str,
+    mode: int = 0o644,
+    sync: bool = False,
+    parent_exists: bool = False,
+    new: bool = False,
 ) -> None:
     """Temp file in the same folder + rename; an unchanged file is left alone (same bytes, same mtime)."""
     data = text.encode()
     path = str(path)
     try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return
+        if not new:
+            with open(path, "rb") as f:
+                if f.read() == data:
+                    return
     except FileNotFoundError:
         if not parent_exists:
             os.makedirs(os.path.dirname(path), exist_ok=True)
