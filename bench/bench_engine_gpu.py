@@ -43,8 +43,7 @@ def cuda_ms(fn, iters: int) -> float:
 
 def ceilings() -> dict[str, float]:
     x = torch.randn(2**31 // 2, device="cuda", dtype=torch.bfloat16)  # 2 GiB
-    out = torch.empty(1, device="cuda", dtype=torch.float32)
-    read_ms = cuda_ms(lambda: torch.sum(x, dtype=torch.float32, out=out), 20)
+    read_ms = cuda_ms(lambda: x.sum(dtype=torch.float32), 20)
     y = torch.empty_like(x)
     copy_ms = cuda_ms(lambda: y.copy_(x), 20)
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -96,11 +95,16 @@ def bench_engine(
     tbt = statistics.median(statistics.mean(g.step_ms) for g in runs)
     p50 = statistics.median(statistics.median(g.step_ms) for g in runs)
     ttft = statistics.median(g.ttft_ms for g in runs)
-    cache = eng.model.layers[0].attention.k_cache.shape[3]
+    cache = eng.model.layers[0].attention.k_cache0.shape[2]
     kv_need, kv_read = kv_bytes_per_step(args, batch, prompt, decode, cache)
     wbytes = eng.weight_bytes
-    non_embed = args.weight_count() - args.vocab_size * args.dim
-    prefill_flop = 2 * non_embed * batch * prompt + 2 * args.n_layers * batch * prompt**2 * args.dim
+    # Layers on every prompt token, the LM head on the last one only, causal attention (half of L x L).
+    layer_params = args.weight_count() - 2 * args.vocab_size * args.dim
+    prefill_flop = (
+        2 * layer_params * batch * prompt
+        + 2 * args.vocab_size * args.dim * batch
+        + 2 * args.n_layers * batch * prompt**2 * args.dim
+    )
     out = {
         "batch": batch,
         "prompt": prompt,

@@ -79,7 +79,7 @@ class Attention(nn.Module):
         q = apply_rope(q.view(b, length, self.n_heads, self.hd).transpose(1, 2), cos, sin)
         k = apply_rope(k.view(b, length, self.n_kv, self.hd).transpose(1, 2), cos, sin)
         v = v.view(b, length, self.n_kv, self.hd).transpose(1, 2)
-        kc, vc = self.k_cache[mb], self.v_cache[mb]
+        kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
         rep = self.n_heads // self.n_kv
         if input_pos is None:
             # Prefill from position 0: causal attention over the fresh keys; the cache is only written.
@@ -155,11 +155,14 @@ class StageModel(nn.Module):
         """Allocate the static KV cache (one slot per micro-batch) and the RoPE tables for `seq_len`."""
         p = next(self.parameters())
         for block in self.layers:
-            shape = (micro_batches, mb_size, block.attention.n_kv, seq_len, self.args.head_dim)
-            for name in ("k_cache", "v_cache"):
-                block.attention.register_buffer(
-                    name, torch.zeros(shape, dtype=p.dtype, device=p.device), persistent=False
-                )
+            shape = (mb_size, block.attention.n_kv, seq_len, self.args.head_dim)
+            # One buffer per micro-batch, written in place by index: a view of a shared buffer would make
+            # the compiled step copy the whole cache at every token.
+            for m in range(micro_batches):
+                for name in (f"k_cache{m}", f"v_cache{m}"):
+                    block.attention.register_buffer(
+                        name, torch.zeros(shape, dtype=p.dtype, device=p.device), persistent=False
+                    )
         freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32), rope_inv_freq(self.args))
         emb = torch.cat((freqs, freqs), dim=-1).to(p.device)
         self.register_buffer("cos", emb.cos(), persistent=False)
