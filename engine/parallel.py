@@ -10,7 +10,7 @@ capture, where a Python-level collective would break the graph.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -152,10 +152,6 @@ class Parallel:
         self.layout = layout
         self.device = device
         self.tp_group = tp_group
-        self.names = {
-            "prefill": getattr(prefill_ar, "name", None),
-            "decode": getattr(decode_ar, "name", None),
-        }
         self.handles = {}
         self.gather_handle = -1
         for phase, ar in (("prefill", prefill_ar), ("decode", decode_ar)):
@@ -241,13 +237,3 @@ def make_parallel(
     prefill = make_backend(prefill_allreduce, group, group_gpn, device, "--prefill-allreduce")
     decode = make_backend(allreduce, group, group_gpn, device, "--allreduce")
     return Parallel(layout, device, group, prefill, decode)
-
-
-@contextlib.contextmanager
-def no_timer(par: Parallel) -> Iterator[None]:
-    """Run with the parallel layer's timer hook detached (warm-up passes)."""
-    saved, par.timer = par.timer, None
-    try:
-        yield
-    finally:
-        par.timer = saved
