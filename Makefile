@@ -25,7 +25,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The demo: the all-reduce sweep, then the engine sweep, each rendered, run, collected and reported.
 demo: $(STAMP)
+	$(VENV)/bin/study run experiments/demo-allreduce.yaml --workspace $(WORKSPACES)/demo-allreduce --report
 	$(VENV)/bin/study run experiments/demo.yaml --workspace $(WORKSPACES)/demo --report
 
 figures: $(STAMP)
