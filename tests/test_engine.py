@@ -18,9 +18,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from engine.config import PRESETS, ConfigError, ModelArgs, RunConfig, model_args_from_hf, validate
+from engine.config import (
+    PRESETS,
+    ConfigError,
+    ModelArgs,
+    RunConfig,
+    model_args_from_hf,
+    read_prompt_file,
+    stage_layers,
+    validate,
+)
 from engine.generate import Engine, random_prompts
-from engine.parallel import make_parallel
+from engine.model import StageModel
+from engine.parallel import Layout, Parallel, make_parallel, shard_of
 from study.results import read_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,3 +318,68 @@ def test_cli_tp2_pp2_breakdown_result(tmp_path: Path) -> None:
     assert nodes[("generate", "decode", "head")]["metrics"]["ranks"] == 2
     rows = [line.split() for line in toks.read_text().splitlines()]
     assert len(rows) == 4 and all(len(r) == 5 for r in rows)
+
+
+def test_405b_shards_on_32_ranks_add_up_without_any_full_copy() -> None:
+    """TP 8 x PP 4 of Llama-3.1-405B on the meta device: every rank holds only its slice, and the slices
+    of all 32 ranks add up to the published parameter count (embedding and head counted once per TP rank)."""
+    args = PRESETS["llama3.1-405b"]
+    assert 405e9 < args.weight_count() < 406.1e9
+    total = 0
+    for index in range(32):
+        layout = Layout(8, 4, tuple(range(32)), index)
+        par = Parallel(layout, torch.device("meta"), None, None, None)
+        layers = stage_layers(args.n_layers, 4, None)[layout.stage]
+        with torch.device("meta"):
+            model = StageModel(args, layers, shard_of(args, 8, layout.tp_rank, False), par)
+        held = sum(p.numel() for p in model.parameters())
+        assert held < args.weight_count() / 16
+        total += held
+    replicated = args.vocab_size * args.dim * 2 + args.dim  # embedding, head, final norm
+    norms = 2 * args.dim * args.n_layers
+    assert total == args.weight_count() + 7 * replicated + 7 * norms
+
+
+def test_prompt_file_errors_name_file_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "prompts.txt"
+    good.write_text("1 2 3\n4 5 6\n")
+    assert read_prompt_file(good, 2, 3, 256) == [[1, 2, 3], [4, 5, 6]]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n4 5\n")
+    with pytest.raises(ConfigError, match=r"bad.txt:2"):
+        read_prompt_file(bad, 2, 3, 256)
+    bad.write_text("1 2 3\n4 5 999\n")
+    with pytest.raises(ConfigError, match=r"bad.txt:2.*vocabulary"):
+        read_prompt_file(bad, 2, 3, 256)
+    with pytest.raises(ConfigError, match="--batch-size"):
+        read_prompt_file(good, 3, 3, 256)
+
+
+def test_published_llama31_8b_config_json_gives_the_preset(tmp_path: Path) -> None:
+    """The config.json layout Meta published (rope_scaling spelling) parses to the preset's shape."""
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "hidden_size": 4096,
+                "intermediate_size": 14336,
+                "num_hidden_layers": 32,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "vocab_size": 128256,
+                "rms_norm_eps": 1e-05,
+                "rope_theta": 500000.0,
+                "max_position_embeddings": 131072,
+                "rope_scaling": {
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                    "rope_type": "llama3",
+                },
+                "tie_word_embeddings": False,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
+    assert model_args_from_hf(tmp_path) == PRESETS["llama3.1-8b"]
