@@ -230,9 +230,10 @@ def collect_workspace(
         plan.get("experiment"),
     )
     tasks = [(run, run_states.get(run["run_id"])) for run in plan.get("runs", [])]
-    workers = min(PARALLEL_WORKERS, os.cpu_count() or 1)
+    # Reading and validating thousands of JSON files is CPU-bound: spread it over the idle cores. On a
+    # busy machine (a shared login node) workers only add pickling, so then stay in this process.
+    workers = min(PARALLEL_WORKERS, int((os.cpu_count() or 1) - os.getloadavg()[0]))
     if len(tasks) >= PARALLEL_MIN_RUNS and workers > 1:
-        # Reading and validating thousands of JSON files is CPU-bound: spread it over the cores.
         with ProcessPoolExecutor(max_workers=workers) as pool:
             outputs = list(pool.map(partial(_collect_run, context), tasks, chunksize=PARALLEL_CHUNK))
     else:

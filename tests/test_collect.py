@@ -122,6 +122,8 @@ def test_parallel_collection_gives_the_same_table(make_workspace, monkeypatch) -
     serial = collect_workspace(ws, write=False)
     monkeypatch.setattr(collect_mod, "PARALLEL_MIN_RUNS", 1)
     monkeypatch.setattr(collect_mod, "PARALLEL_CHUNK", 3)
+    monkeypatch.setattr(collect_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(collect_mod.os, "cpu_count", lambda: 4)
     parallel = collect_workspace(ws, write=False)
     pd.testing.assert_frame_equal(serial.dataset, parallel.dataset)
     pd.testing.assert_frame_equal(serial.timers, parallel.timers)
