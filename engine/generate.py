@@ -73,6 +73,12 @@ class Engine:
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.decode = None
         if compile:
+            # One static graph per micro-batch (each has its own cache buffers): the micro-batch index must
+            # stay a constant, never become a symbolic int, and each graph needs its own recompile slot.
+            torch._dynamo.config.automatic_dynamic_shapes = False
+            torch._dynamo.config.recompile_limit = max(
+                torch._dynamo.config.recompile_limit, micro_batches + 8
+            )
             self.decode = torch.compile(
                 self._decode_step, mode="reduce-overhead" if cuda_graphs else None, fullgraph=True
             )
