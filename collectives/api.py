@@ -20,6 +20,7 @@ without starting anything; `make_allreduce` raises `AllReduceUnavailable` with t
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,21 @@ class Availability:
     reason: str | None
 
 
+# Live all-reduces by handle, so that the custom op below can find the one a compiled graph names.
+_INSTANCES: dict[int, AllReduce] = {}
+_NEXT_HANDLE = itertools.count(1)
+
+
+@torch.library.custom_op("collectives::all_reduce_", mutates_args=("tensor",))
+def _all_reduce_op(tensor: torch.Tensor, handle: int) -> None:
+    _INSTANCES[handle](tensor)
+
+
+@_all_reduce_op.register_fake
+def _all_reduce_fake(tensor: torch.Tensor, handle: int) -> None:
+    return None
+
+
 class AllReduce:
     """In-place sum over `group` (the default group when None). Subclasses implement `_run`."""
 
@@ -62,6 +78,18 @@ class AllReduce:
         self.group = group
         self.world_size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
+        self.handle = next(_NEXT_HANDLE)
+        _INSTANCES[self.handle] = self
+
+    def op(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The same in-place sum as a torch.library custom op (`collectives::all_reduce_`).
+
+        torch.compile treats the op as opaque instead of breaking the graph at a ctypes or
+        torch.distributed call, so a decode step with its all-reduces compiles into one graph and can be
+        captured by mode="reduce-overhead" (the backend itself must be graph-capturable: nvrar, nccl).
+        """
+        torch.ops.collectives.all_reduce_(tensor, self.handle)
+        return tensor
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_contiguous():
@@ -75,6 +103,7 @@ class AllReduce:
 
     def close(self) -> None:
         """Release buffers and groups this backend holds; calling it is optional."""
+        _INSTANCES.pop(self.handle, None)
 
     def __repr__(self) -> str:
         return f"<AllReduce {self.name} world_size={self.world_size}>"
@@ -143,8 +172,9 @@ class ReferenceAllReduce(AllReduce):
 class SymmetricMemoryAllReduce(AllReduce):
     """torch symmetric memory one-shot / two-shot: the input is copied into a symmetric buffer first."""
 
-    def __init__(self, name: str, group: Any = None, device: torch.device | None = None,
-                 max_bytes: int | None = None) -> None:
+    def __init__(
+        self, name: str, group: Any = None, device: torch.device | None = None, max_bytes: int | None = None
+    ) -> None:
         super().__init__(group)
         import torch.distributed._symmetric_memory as symm_mem
 
@@ -163,8 +193,10 @@ class SymmetricMemoryAllReduce(AllReduce):
     def _run(self, tensor: torch.Tensor) -> torch.Tensor:
         nbytes = tensor.numel() * tensor.element_size()
         if nbytes > self.max_bytes:
-            raise ValueError(f"{self.name}: {nbytes} B exceeds the symmetric buffer ({self.max_bytes} B); "
-                             "pass a larger max_bytes to make_allreduce")
+            raise ValueError(
+                f"{self.name}: {nbytes} B exceeds the symmetric buffer ({self.max_bytes} B); "
+                "pass a larger max_bytes to make_allreduce"
+            )
         staged = self.buffer[:nbytes].view(tensor.dtype).view(tensor.shape)
         staged.copy_(tensor)
         if self.name == "one-shot":

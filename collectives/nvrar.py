@@ -23,8 +23,13 @@ from collectives.tuning import LaunchParams, TuningTable, table_key
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 PROTOCOL_CODES = {"ll": 0, "simple": 1}
-PHASES = {1: "intra-node reduce-scatter", 2: "fold-in", 3: "inter-node exchange", 4: "fold-out",
-          5: "intra-node all-gather"}
+PHASES = {
+    1: "intra-node reduce-scatter",
+    2: "fold-in",
+    3: "inter-node exchange",
+    4: "fold-out",
+    5: "intra-node all-gather",
+}
 DEFAULT_MAX_BYTES = 32 << 20
 # Symmetric-heap bookkeeping: these mirror the layout in csrc/nvrar.cu (kMaxBlocks, kMaxChunks).
 _MAX_BLOCKS, _MAX_CHUNKS = 32, 64
@@ -49,12 +54,15 @@ def describe_error(word: int, gpus_per_node: int) -> str:
     where = PHASES.get(phase, f"phase {phase}")
     if phase == 3:
         where += f" step {step}"
-    return (f"NVRAR timed out in the {where} waiting for PE {pe} "
-            f"(node {pe // gpus_per_node}, local rank {pe % gpus_per_node})")
+    return (
+        f"NVRAR timed out in the {where} waiting for PE {pe} "
+        f"(node {pe // gpus_per_node}, local rank {pe % gpus_per_node})"
+    )
 
 
 def heap_bytes(max_bytes: int, world_size: int, gpus_per_node: int) -> int:
     """Symmetric memory one PE allocates for messages up to `max_bytes` (see nvrar_init)."""
+
     def ceil_div(a: int, b: int) -> int:
         return -(-a // b)
 
@@ -85,8 +93,10 @@ class NvrarAllReduce(AllReduce):
         global _ACTIVE
         super().__init__(group)
         if _ACTIVE is not None:
-            raise NvrarError("this process already holds an NVRAR communicator (one NVSHMEM instance per "
-                             "process); close() it first")
+            raise NvrarError(
+                "this process already holds an NVRAR communicator (one NVSHMEM instance per "
+                "process); close() it first"
+            )
         self.gpus_per_node = gpus_per_node or self.world_size
         if self.world_size % self.gpus_per_node:
             raise ValueError(f"gpus_per_node={self.gpus_per_node} does not divide {self.world_size} ranks")
@@ -102,8 +112,15 @@ class NvrarAllReduce(AllReduce):
             raise NvrarError(self._lib.nvrar_last_error().decode())
         box = [uid.raw]
         dist.broadcast_object_list(box, src=dist.get_global_rank(group, 0) if group else 0, group=group)
-        rc = self._lib.nvrar_init(self.rank, self.world_size, box[0], self.gpus_per_node,
-                                  self.device.index or 0, self.max_bytes, self.timeout_s)
+        rc = self._lib.nvrar_init(
+            self.rank,
+            self.world_size,
+            box[0],
+            self.gpus_per_node,
+            self.device.index or 0,
+            self.max_bytes,
+            self.timeout_s,
+        )
         if rc != 0:
             raise NvrarError(f"nvrar_init: {self._lib.nvrar_last_error().decode()}")
         # Nobody may write into a peer's buffers before that peer has zeroed them.
@@ -133,8 +150,9 @@ class NvrarAllReduce(AllReduce):
     def _run(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.all_reduce_into(tensor, tensor)
 
-    def all_reduce_into(self, inp: torch.Tensor, out: torch.Tensor, params: LaunchParams | None = None
-                        ) -> torch.Tensor:
+    def all_reduce_into(
+        self, inp: torch.Tensor, out: torch.Tensor, params: LaunchParams | None = None
+    ) -> torch.Tensor:
         """out = sum over ranks of inp (out may be inp); `params` overrides the tuned launch parameters."""
         if self._closed:
             raise NvrarError("this NVRAR communicator is closed")
@@ -149,8 +167,15 @@ class NvrarAllReduce(AllReduce):
         params = params or self._table(inp.dtype).params(nbytes)
         stream = torch.cuda.current_stream(inp.device).cuda_stream
         rc = self._lib.nvrar_allreduce(
-            inp.data_ptr(), out.data_ptr(), inp.numel(), DTYPE_CODES[inp.dtype],
-            PROTOCOL_CODES[params.protocol], params.blocks, params.threads, params.chunk_bytes, stream,
+            inp.data_ptr(),
+            out.data_ptr(),
+            inp.numel(),
+            DTYPE_CODES[inp.dtype],
+            PROTOCOL_CODES[params.protocol],
+            params.blocks,
+            params.threads,
+            params.chunk_bytes,
+            stream,
         )
         if rc != 0:
             raise NvrarError(self._lib.nvrar_last_error().decode())
@@ -161,6 +186,7 @@ class NvrarAllReduce(AllReduce):
         global _ACTIVE
         if self._closed:
             return
+        super().close()
         self._closed = True
         _ACTIVE = None
         if self._lib.nvrar_finalize() != 0:

@@ -95,3 +95,51 @@ def test_tuning_table_round_trip_and_lookup(tmp_path, monkeypatch) -> None:
     assert TuningTable.load("absent", 4).entries == {}
     path.write_text("{not json")
     assert TuningTable.load(key, 4).entries == {}
+
+
+def _compiled_worker(rank: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+        results = {}
+        for name in ("gloo", "reference"):
+            ar = make_allreduce(name, gpus_per_node=1)
+
+            def step(x: torch.Tensor, ar=ar) -> torch.Tensor:
+                y = x * 2
+                ar.op(y)
+                return y + 1
+
+            compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+            x = torch.arange(5, dtype=torch.float32) + rank
+            results[name] = compiled(x).tolist()
+            ar.close()
+        dist.destroy_process_group()
+        queue.put((rank, results))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        queue.put((rank, repr(exc)))
+
+
+def test_custom_op_compiles_into_one_graph() -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [ctx.Process(target=_compiled_worker, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(queue.get(timeout=240) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    # 2*(x0 + x1) + 1 with x_r = arange(5) + r
+    want = [2 * (2 * i + 1) + 1 for i in range(5)]
+    for rank in (0, 1):
+        assert got[rank] == {"gloo": want, "reference": want}, got[rank]
