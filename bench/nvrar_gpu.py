@@ -68,8 +68,16 @@ def run_checks(ar: NvrarAllReduce, args: argparse.Namespace, device: torch.devic
 
     def record(kind: str, dtype: str, size: int, params: LaunchParams | None, bad: int) -> None:
         if bad:
-            failures.append({"rank": rank, "kind": kind, "dtype": dtype, "size_bytes": size,
-                             "params": None if params is None else params.__dict__, "wrong": bad})
+            failures.append(
+                {
+                    "rank": rank,
+                    "kind": kind,
+                    "dtype": dtype,
+                    "size_bytes": size,
+                    "params": None if params is None else params.__dict__,
+                    "wrong": bad,
+                }
+            )
 
     for dname in args.dtypes.split(","):
         dtype = DTYPES[dname]
@@ -89,8 +97,13 @@ def run_checks(ar: NvrarAllReduce, args: argparse.Namespace, device: torch.devic
                 x = inputs(rank, call, count, dtype, device)
                 out = torch.full_like(x, float("nan"))
                 ar.all_reduce_into(x, out, params)
-                record("out-of-place", dname, size, params,
-                       wrong(out, expected(world, call, count, dtype, device)))
+                record(
+                    "out-of-place",
+                    dname,
+                    size,
+                    params,
+                    wrong(out, expected(world, call, count, dtype, device)),
+                )
                 ref_in = inputs(rank, call, count, dtype, device)
                 record("input-untouched", dname, size, params, wrong(x, ref_in))
         # consecutive calls without synchronising, protocols and shapes interleaved
@@ -135,8 +148,10 @@ def run_checks(ar: NvrarAllReduce, args: argparse.Namespace, device: torch.devic
                     outs[k].fill_(float("nan"))
                 graph.replay()
                 torch.cuda.synchronize(device)
-                bad = sum(wrong(outs[k], expected(world, calls[k], count, dtype, device))
-                          for k in range(args.graph_calls))
+                bad = sum(
+                    wrong(outs[k], expected(world, calls[k], count, dtype, device))
+                    for k in range(args.graph_calls)
+                )
                 record("graph", dname, size, None, bad)
         ar.check()
     return failures
@@ -174,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda", info.local_rank % torch.cuda.device_count())
     torch.cuda.set_device(device)
     t0 = time.monotonic()
-    ar = NvrarAllReduce(gpus_per_node=args.gpus_per_node, device=device, max_bytes=args.max_bytes,
-                        timeout_s=5.0 if args.timeout_test else None)
+    ar = NvrarAllReduce(
+        gpus_per_node=args.gpus_per_node,
+        device=device,
+        max_bytes=args.max_bytes,
+        timeout_s=5.0 if args.timeout_test else None,
+    )
     world, nodes = ar.world_size, ar.world_size // args.gpus_per_node
     label = f"{nodes}x{args.gpus_per_node} ({world} PEs on {torch.cuda.device_count()} GPU(s))"
     if args.timeout_test:
@@ -191,8 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     all_failures = [f for per_rank in gathered for f in (per_rank or [])]
     if info.rank == 0:
         status = "PASS" if not all_failures else f"FAIL ({len(all_failures)} failing checks)"
-        print(f"nvrar check {label}, sizes 6 B..{args.max_bytes} B, {args.dtypes}: {status} "
-              f"[{time.monotonic() - t0:.0f} s]", flush=True)
+        print(
+            f"nvrar check {label}, sizes 6 B..{args.max_bytes} B, {args.dtypes}: {status} "
+            f"[{time.monotonic() - t0:.0f} s]",
+            flush=True,
+        )
         for f in all_failures[:20]:
             print("  ", json.dumps(f), flush=True)
         if args.report:

@@ -32,8 +32,14 @@ from collectives.launch import LaunchInfo, gather_hosts, init_distributed, runti
 from study import results as study_results
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int32": torch.int32}
-DTYPE_ALIASES = {"float": "fp32", "float32": "fp32", "half": "fp16", "float16": "fp16",
-                 "bfloat16": "bf16", "int": "int32"}
+DTYPE_ALIASES = {
+    "float": "fp32",
+    "float32": "fp32",
+    "half": "fp16",
+    "float16": "fp16",
+    "bfloat16": "bf16",
+    "int": "int32",
+}
 NCCL_TYPE_NAMES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16", "int32": "int32"}
 CPU_DEFAULT = (*REFERENCE_SCHEDULES, "gloo")
 GPU_DEFAULT = ("nccl", "nvrar")
@@ -106,8 +112,11 @@ def mpi_unavailable(info: LaunchInfo) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m collectives.bench", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m collectives.bench",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-b", "--minbytes", default="8", help="smallest message (8, 64K, 2M; default 8)")
     p.add_argument("-e", "--maxbytes", default="32M", help="largest message (default 32M)")
     p.add_argument("-f", "--stepfactor", type=int, default=2, help="size multiplier between rows (default 2)")
@@ -115,8 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-w", "--warmup_iters", type=int, default=5, help="untimed calls first (default 5)")
     p.add_argument("-c", "--check", type=int, choices=(0, 1), default=1, help="check results (default 1)")
     p.add_argument("--no-check", action="store_true", help="same as -c 0")
-    p.add_argument("--algo", help=f"comma-separated list from {', '.join(ALGORITHMS)} (default: "
-                                  f"{','.join(GPU_DEFAULT)} on GPUs, our references + gloo (+ mpi) on CPUs)")
+    p.add_argument(
+        "--algo",
+        help=f"comma-separated list from {', '.join(ALGORITHMS)} (default: "
+        f"{','.join(GPU_DEFAULT)} on GPUs, our references + gloo (+ mpi) on CPUs)",
+    )
     p.add_argument("--dtype", default="bf16", help="bf16, fp16, fp32 or int32 (default bf16)")
     p.add_argument("--graphs", action="store_true", help="time calls captured in one CUDA graph")
     p.add_argument("--graph-calls", type=int, default=100, help="calls per captured graph (default 100)")
@@ -159,7 +171,8 @@ def check_args(args: argparse.Namespace) -> None:
         args.algos = algos
     else:
         args.algos = list(GPU_DEFAULT if args.device == "cuda" else CPU_DEFAULT) + (
-            ["mpi"] if args.device == "cpu" else [])
+            ["mpi"] if args.device == "cpu" else []
+        )
     if args.no_check:
         args.check = 0
     if args.gpus_per_node is not None and args.gpus_per_node < 1:
@@ -229,9 +242,11 @@ class Measurement:
         for _ in range(args.warmup_iters):
             self.call(x, out)
         if not args.graphs:
+
             def run() -> None:
                 for _ in range(args.iters):
                     self.call(x, out)
+
             return self.timer.measure(run, args.iters)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -241,9 +256,11 @@ class Measurement:
                 self.call(x, out)
         replays = max(1, math.ceil(args.iters / args.graph_calls))
         graph.replay()
+
         def replay() -> None:
             for _ in range(replays):
                 graph.replay()
+
         return self.timer.measure(replay, replays * args.graph_calls)
 
     def run(self, sizes: list[int], emit: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -260,20 +277,36 @@ class Measurement:
             best = reduce_over_ranks(mean_s, dist.ReduceOp.MIN, self.device)
             algbw = nbytes / worst / 1e9
             busbw = algbw * 2 * (self.world - 1) / self.world
-            emit(f"{nbytes:>12} {count:>13} {NCCL_TYPE_NAMES[self.args.dtype]:>9} {'sum':>7} {-1:>7} "
-                 f"{worst * 1e6:>8.2f} {algbw:>7.2f} {busbw:>7.2f} {('N/A' if wrong is None else wrong):>6}")
-            samples.append({
-                "algorithm": self.ar.name, "size_bytes": nbytes, "count": count, "dtype": self.args.dtype,
-                "redop": "sum", "graphs": bool(self.args.graphs), "in_place": not self.args.out_of_place,
-                "latency_us": worst * 1e6, "latency_us_min": best * 1e6, "latency_us_max": worst * 1e6,
-                "algbw_GBps": algbw, "busbw_GBps": busbw, "wrong": wrong,
-                "iterations": self.args.iters, "warmup": self.args.warmup_iters,
-            })
+            emit(
+                f"{nbytes:>12} {count:>13} {NCCL_TYPE_NAMES[self.args.dtype]:>9} {'sum':>7} {-1:>7} "
+                f"{worst * 1e6:>8.2f} {algbw:>7.2f} {busbw:>7.2f} {('N/A' if wrong is None else wrong):>6}"
+            )
+            samples.append(
+                {
+                    "algorithm": self.ar.name,
+                    "size_bytes": nbytes,
+                    "count": count,
+                    "dtype": self.args.dtype,
+                    "redop": "sum",
+                    "graphs": bool(self.args.graphs),
+                    "in_place": not self.args.out_of_place,
+                    "latency_us": worst * 1e6,
+                    "latency_us_min": best * 1e6,
+                    "latency_us_max": worst * 1e6,
+                    "algbw_GBps": algbw,
+                    "busbw_GBps": busbw,
+                    "wrong": wrong,
+                    "iterations": self.args.iters,
+                    "warmup": self.args.warmup_iters,
+                }
+            )
         return samples
 
 
-HEADER = ("#       size         count      type   redop    root     time   algbw   busbw #wrong\n"
-          "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)")
+HEADER = (
+    "#       size         count      type   redop    root     time   algbw   busbw #wrong\n"
+    "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)"
+)
 
 
 def tune_nvrar(ar: AllReduce, args: argparse.Namespace, device: torch.device, sizes: list[int]) -> str:
@@ -313,20 +346,33 @@ def run(args: argparse.Namespace) -> int:
     emit = (lambda line: print(line, flush=True)) if rank == 0 else (lambda line: None)
     result = study_results.new_result(
         kind="collective",
-        params={"collective": "all_reduce", "algorithms": args.algos, "dtype": args.dtype,
-                "min_bytes": args.min_bytes, "max_bytes": args.max_bytes, "factor": args.stepfactor,
-                "iterations": args.iters, "warmup": args.warmup_iters, "graphs": bool(args.graphs),
-                "graph_calls": args.graph_calls if args.graphs else None, "in_place": not args.out_of_place,
-                "check": bool(args.check), "device": args.device, "launcher": info.launcher},
+        params={
+            "collective": "all_reduce",
+            "algorithms": args.algos,
+            "dtype": args.dtype,
+            "min_bytes": args.min_bytes,
+            "max_bytes": args.max_bytes,
+            "factor": args.stepfactor,
+            "iterations": args.iters,
+            "warmup": args.warmup_iters,
+            "graphs": bool(args.graphs),
+            "graph_calls": args.graph_calls if args.graphs else None,
+            "in_place": not args.out_of_place,
+            "check": bool(args.check),
+            "device": args.device,
+            "launcher": info.launcher,
+        },
         topology={"nodes": world // gpn, "gpus_per_node": gpn, "world_size": world, "hosts": hosts},
     )
     result["provenance"]["versions"] = runtime_versions()
     result["provenance"]["hosts"] = hosts
     sizes = sizes_between(args.min_bytes, args.max_bytes, args.stepfactor)
-    emit(f"# collectives.bench all_reduce: {world} ranks ({world // gpn} nodes x {gpn}), {args.device}, "
-         f"{args.dtype}, {'out-of-place' if args.out_of_place else 'in-place'}, "
-         f"{f'{args.graph_calls} calls per CUDA graph' if args.graphs else 'plain launches'}, "
-         f"{args.iters} iterations after {args.warmup_iters} warm-up")
+    emit(
+        f"# collectives.bench all_reduce: {world} ranks ({world // gpn} nodes x {gpn}), {args.device}, "
+        f"{args.dtype}, {'out-of-place' if args.out_of_place else 'in-place'}, "
+        f"{f'{args.graph_calls} calls per CUDA graph' if args.graphs else 'plain launches'}, "
+        f"{args.iters} iterations after {args.warmup_iters} warm-up"
+    )
     skipped, wrong_total = {}, 0
     for name in args.algos:
         try:
@@ -394,8 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:  # noqa: BLE001 - recorded as a failed result, then re-raised for the log
         if dist.is_initialized() and dist.get_rank() == 0:
-            failed = study_results.new_result(kind="collective", params={"algorithms": args.algos},
-                                              topology={"world_size": dist.get_world_size()})
+            failed = study_results.new_result(
+                kind="collective",
+                params={"algorithms": args.algos},
+                topology={"world_size": dist.get_world_size()},
+            )
             failed["status"], failed["error"] = "failed", f"{type(exc).__name__}: {exc}"
             study_results.write_result(failed, args.results)
         traceback.print_exc()

@@ -55,9 +55,7 @@ def find_nvcc() -> Path:
     for cand in candidates:
         if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
             return Path(cand)
-    raise NvrarBuildError(
-        "nvcc not found: install the CUDA toolkit, or set NVCC or CUDA_HOME to point at it"
-    )
+    raise NvrarBuildError("nvcc not found: install the CUDA toolkit, or set NVCC or CUDA_HOME to point at it")
 
 
 def find_nvshmem_home() -> Path:
@@ -80,8 +78,11 @@ def find_nvshmem_home() -> Path:
 def _cuda_stub_dir(nvcc: Path) -> Path | None:
     """The toolkit's libcuda stub folder, to link where no driver is installed (build-only machines)."""
     root = nvcc.resolve().parent.parent
-    for cand in (root / "lib64" / "stubs", root / "targets" / "x86_64-linux" / "lib" / "stubs",
-                 root / "targets" / "sbsa-linux" / "lib" / "stubs"):
+    for cand in (
+        root / "lib64" / "stubs",
+        root / "targets" / "x86_64-linux" / "lib" / "stubs",
+        root / "targets" / "sbsa-linux" / "lib" / "stubs",
+    ):
         if (cand / "libcuda.so").exists():
             return cand
     return None
@@ -125,14 +126,26 @@ def nvcc_command(tc: Toolchain, arch: str, output: Path) -> list[str]:
     comes from the driver at run time; where none is installed the toolkit's stub satisfies the link.
     """
     cmd = [
-        str(tc.nvcc), "-O3", "-std=c++17", f"-gencode=arch=compute_{arch},code=sm_{arch}",
-        "-rdc=true", "-shared", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-        f"-I{tc.nvshmem_home / 'include'}", f"-I{CSRC}",
+        str(tc.nvcc),
+        "-O3",
+        "-std=c++17",
+        f"-gencode=arch=compute_{arch},code=sm_{arch}",
+        "-rdc=true",
+        "-shared",
+        "-Xcompiler",
+        "-fPIC",
+        "-Xcompiler",
+        "-fvisibility=hidden",
+        f"-I{tc.nvshmem_home / 'include'}",
+        f"-I{CSRC}",
         *[str(CSRC / s) for s in SOURCES],
-        "-o", str(output),
+        "-o",
+        str(output),
         str(tc.nvshmem_device_lib),
-        "-Xlinker", str(tc.nvshmem_host_lib),
-        "-Xlinker", f"-rpath={tc.nvshmem_host_lib.parent}",
+        "-Xlinker",
+        str(tc.nvshmem_host_lib),
+        "-Xlinker",
+        f"-rpath={tc.nvshmem_host_lib.parent}",
     ]
     if tc.cuda_stub_dir is not None:
         cmd += [f"-L{tc.cuda_stub_dir}", "-lcuda"]
@@ -170,8 +183,9 @@ def build(*, arch: str | None = None, out_dir: Path | None = None, verbose: bool
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             os.unlink(tmp)
-            raise NvrarBuildError(f"nvcc failed (exit {proc.returncode}):\n{' '.join(cmd)}\n"
-                                  f"{proc.stdout}{proc.stderr}")
+            raise NvrarBuildError(
+                f"nvcc failed (exit {proc.returncode}):\n{' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
+            )
         os.replace(tmp, target)
     return target
 

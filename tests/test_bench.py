@@ -18,14 +18,33 @@ from study.results import read_result
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = "#       size         count      type   redop    root     time   algbw   busbw #wrong"
 ROW = re.compile(r"^\s+(\d+)\s+(\d+)\s+(\w+)\s+sum\s+-1\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+|N/A)$")
-SAMPLE_KEYS = {"algorithm", "size_bytes", "count", "dtype", "redop", "graphs", "in_place", "latency_us",
-               "latency_us_min", "latency_us_max", "algbw_GBps", "busbw_GBps", "wrong", "iterations",
-               "warmup"}
+SAMPLE_KEYS = {
+    "algorithm",
+    "size_bytes",
+    "count",
+    "dtype",
+    "redop",
+    "graphs",
+    "in_place",
+    "latency_us",
+    "latency_us_min",
+    "latency_us_max",
+    "algbw_GBps",
+    "busbw_GBps",
+    "wrong",
+    "iterations",
+    "warmup",
+}
 
 
 def env() -> dict[str, str]:
-    e = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
-             OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    e = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+    )
     e.pop("STUDY_RESULTS", None)
     return e
 
@@ -53,18 +72,46 @@ def test_sizes_and_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert parse_size("64K", "-b") == 65536 and parse_size("2MiB", "-e") == 2 << 20
     assert parse_size("1MB", "-e") == 1_000_000 and parse_size("8", "-b") == 8
     assert sizes_between(8, 64, 2) == [8, 16, 32, 64]
-    for argv, flag in ((["-b", "lots"], "-b/--minbytes"), (["--algo", "nccl,bogus"], "--algo"),
-                       (["--dtype", "fp8"], "--dtype"), (["--graphs", "--device", "cpu"], "--graphs"),
-                       (["-b", "1M", "-e", "1K"], "-b/-e"), (["-n", "0"], "-n/--iters")):
+    for argv, flag in (
+        (["-b", "lots"], "-b/--minbytes"),
+        (["--algo", "nccl,bogus"], "--algo"),
+        (["--dtype", "fp8"], "--dtype"),
+        (["--graphs", "--device", "cpu"], "--graphs"),
+        (["-b", "1M", "-e", "1K"], "-b/-e"),
+        (["-n", "0"], "-n/--iters"),
+    ):
         assert bench_main(argv) == 2
         assert f"error: {flag}" in capsys.readouterr().err
 
 
 def test_torchrun_three_ranks(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
-           "-m", "collectives.bench", "-b", "8", "-e", "4K", "-f", "32", "-n", "3", "-w", "1",
-           "--algo", "reference,reference-ring,gloo,nccl", "--dtype", "fp16", "--results", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "3",
+        "-m",
+        "collectives.bench",
+        "-b",
+        "8",
+        "-e",
+        "4K",
+        "-f",
+        "32",
+        "-n",
+        "3",
+        "-w",
+        "1",
+        "--algo",
+        "reference,reference-ring,gloo,nccl",
+        "--dtype",
+        "fp16",
+        "--results",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert COLUMNS in proc.stdout
@@ -95,10 +142,36 @@ def test_mpirun_compares_with_open_mpi(tmp_path: Path) -> None:
         pytest.skip("mpirun not installed")
     pytest.importorskip("mpi4py")
     out = tmp_path / "results.json"
-    cmd = ["mpirun", "--oversubscribe", "-n", "2", "-x", "PYTHONPATH", "-x", "OMP_NUM_THREADS",
-           "-x", "MASTER_PORT=29517", sys.executable, "-m", "collectives.bench", "-b", "1K", "-e", "1K",
-           "-n", "3", "-w", "1", "--algo", "reference-rd,mpi", "--dtype", "fp32", "--out-of-place",
-           "--results", str(out)]
+    cmd = [
+        "mpirun",
+        "--oversubscribe",
+        "-n",
+        "2",
+        "-x",
+        "PYTHONPATH",
+        "-x",
+        "OMP_NUM_THREADS",
+        "-x",
+        "MASTER_PORT=29517",
+        sys.executable,
+        "-m",
+        "collectives.bench",
+        "-b",
+        "1K",
+        "-e",
+        "1K",
+        "-n",
+        "3",
+        "-w",
+        "1",
+        "--algo",
+        "reference-rd,mpi",
+        "--dtype",
+        "fp32",
+        "--out-of-place",
+        "--results",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     blocks = rows(proc.stdout)

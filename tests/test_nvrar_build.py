@@ -17,8 +17,15 @@ import pytest
 from collectives import build
 from collectives.nvrar import describe_error
 
-EXPORTS = {"nvrar_uniqueid_size", "nvrar_get_uniqueid", "nvrar_init", "nvrar_allreduce", "nvrar_error_word",
-           "nvrar_last_error", "nvrar_finalize"}
+EXPORTS = {
+    "nvrar_uniqueid_size",
+    "nvrar_get_uniqueid",
+    "nvrar_init",
+    "nvrar_allreduce",
+    "nvrar_error_word",
+    "nvrar_last_error",
+    "nvrar_finalize",
+}
 
 
 def toolchain_or_skip() -> None:
@@ -35,8 +42,9 @@ def test_nvrar_compiles_and_links(tmp_path: Path) -> None:
     lib = build.build(arch="90", out_dir=tmp_path)
     assert lib == tmp_path / build.LIBRARY and lib.stat().st_size > 0
     if shutil.which("nm"):
-        defined = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True,
-                                 check=True).stdout
+        defined = subprocess.run(
+            ["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True
+        ).stdout
         names = {line.split()[-1] for line in defined.splitlines() if line.strip()}
         assert EXPORTS <= names
         assert not {n for n in names if n.startswith("nvrar_")} - EXPORTS, "unexpected exports"
@@ -69,6 +77,7 @@ def test_nvcc_command_links_the_device_archive_itself() -> None:
 def test_timeout_word_names_phase_and_peer() -> None:
     # bit 31, phase 3 (inter-node exchange) in bits 24-27, step 2 in bits 28-30, PE 5 in bits 0-23
     word = 0x80000000 | (3 << 24) | (2 << 28) | 5
-    assert describe_error(word, 2) == ("NVRAR timed out in the inter-node exchange step 2 waiting for PE 5 "
-                                       "(node 2, local rank 1)")
+    assert describe_error(word, 2) == (
+        "NVRAR timed out in the inter-node exchange step 2 waiting for PE 5 (node 2, local rank 1)"
+    )
     assert "intra-node all-gather" in describe_error(0x80000000 | (5 << 24) | 1, 4)

@@ -19,8 +19,16 @@ import pytest
 import torch
 
 ALGORITHMS = ("reference", "reference-ring", "reference-rd", "reference-rabenseifner", "reference-tree")
-TOPOLOGIES = {2: [(1, 2)], 3: [(1, 3)], 4: [(1, 4), (2, 2)], 5: [(1, 5)], 6: [(1, 6), (2, 3), (3, 2)],
-              7: [(1, 7)], 8: [(1, 8), (4, 2)], 9: [(3, 3)]}
+TOPOLOGIES = {
+    2: [(1, 2)],
+    3: [(1, 3)],
+    4: [(1, 4), (2, 2)],
+    5: [(1, 5)],
+    6: [(1, 6), (2, 3), (3, 2)],
+    7: [(1, 7)],
+    8: [(1, 8), (4, 2)],
+    9: [(3, 3)],
+}
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int32)
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-2, torch.int32: 0.0}
 
@@ -38,8 +46,17 @@ def rank_input(rank: int, count: int, dtype: torch.dtype, seed: int) -> torch.Te
     return (torch.rand(count, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
 
 
-def check_one(rank: int, world: int, name: str, gpn: int, dtype: torch.dtype, count: int, seed: int,
-              in_place: bool, group) -> str | None:
+def check_one(
+    rank: int,
+    world: int,
+    name: str,
+    gpn: int,
+    dtype: torch.dtype,
+    count: int,
+    seed: int,
+    in_place: bool,
+    group,
+) -> str | None:
     import torch.distributed as dist
 
     from collectives.api import make_allreduce
@@ -97,8 +114,10 @@ def worker(rank: int, size: int, port: int, queue) -> None:
                             seed += 1
                             why = check_one(rank, world, name, gpn, dtype, count, seed, in_place, group)
                             if why:
-                                failures.append(f"{nodes}x{gpn} {name} {dtype} count={count} "
-                                                f"{'in' if in_place else 'out-of'}-place: {why}")
+                                failures.append(
+                                    f"{nodes}x{gpn} {name} {dtype} count={count} "
+                                    f"{'in' if in_place else 'out-of'}-place: {why}"
+                                )
         dist.barrier()
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - reported to the parent, which fails the test
