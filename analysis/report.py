@@ -81,7 +81,9 @@ def plain_findings(ds: Dataset, nccl_map: pd.DataFrame | None = None) -> list[st
     from analysis.speedup import crossovers, e2e_speedup, human_bytes, speedup_table
 
     out: list[str] = []
-    for f in findings(ds.runs, ds.timers, by="name"):
+    # Innermost scopes first: "decode" says more about a bottleneck than the whole run does.
+    found = findings(ds.runs, ds.timers, by="name")
+    for f in sorted(found, key=lambda f: -f.scope.count("/")):
         out.append(f.text)
     coll = ds.kind("collective")
     if not coll.empty:
