@@ -255,7 +255,10 @@ StorageLoc=slurm_acct_db
         os.chmod(dbd, 0o600)
 
     def stop(self) -> None:
-        """Stop everything this cluster started, newest first, by pid; SIGKILL what lingers."""
+        """Stop everything this cluster started, newest first, by pid; SIGKILL what lingers.
+
+        Jobs are cancelled first: a slurmstepd whose slurmd is gone would otherwise wait forever."""
+        self._cancel_all_jobs()
         for _name, proc, pidfile in reversed(self.procs):
             pid = proc.pid if proc is not None else _read_pid(pidfile)
             if pid is None:
@@ -278,6 +281,39 @@ StorageLoc=slurm_acct_db
                 except subprocess.TimeoutExpired:
                     pass
         self.procs.clear()
+        for pid in self._leftover_steps():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _cancel_all_jobs(self) -> None:
+        if not any(name == "slurmctld" for name, _, _ in self.procs):
+            return
+        self.run("scancel", "--quiet", f"--user={os.geteuid()}", check=False)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            live = self.run("squeue", "-h", "-o", "%i", check=False)
+            if live.returncode != 0 or not live.stdout.strip():
+                break
+            time.sleep(0.3)
+
+    def _leftover_steps(self) -> list[int]:
+        """slurmstepd processes of this cluster (their environment names our slurm.conf)."""
+        mark = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if (
+                    b"slurmstepd" in (proc / "cmdline").read_bytes()
+                    and mark in (proc / "environ").read_bytes()
+                ):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
 
 
 def _read_pid(pidfile: Path | None) -> int | None:
