@@ -339,3 +339,11 @@ def write_report(
     amap = algorithm_map(data.nccl)
     ctx = build_context(ds, results, out_dir, embed=embed, nccl_map=amap, align=align, title=title)
     return atomic_write_text(out_path, render(ctx))
+
+
+def build_report(workspace: str | os.PathLike[str], jobs: int = 1) -> Path:
+    """Load one collected workspace and write WORKSPACE/report.html (what `study run --report` calls)."""
+    from analysis.dataset import load_workspace
+
+    folder = Path(workspace)
+    return write_report(load_workspace(folder), folder / "report.html", jobs=jobs)

@@ -153,3 +153,13 @@ def test_every_figure_loads_in_chromium(workspace, tmp_path, embed):
 def test_workspace_loads_back(workspace):
     ds = load_workspace(workspace)
     assert ds.failed["run_id"].nunique() == 1
+
+
+def test_build_report_for_study_run(tmp_path):
+    """`study run --report` calls build_report(workspace) after collecting."""
+    from analysis.report import build_report
+
+    syn.write_workspace(tmp_path, syn.collective_frame(nodes=(2,), algorithms=("nccl",), repeats=1))
+    page = build_report(tmp_path)
+    assert page == tmp_path / "report.html" and "allreduce_latency" in page.read_text(encoding="utf-8")
+    assert (tmp_path / "figures" / "allreduce_latency.png").is_file()
