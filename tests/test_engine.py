@@ -111,6 +111,13 @@ def _worker(rank: int, world: int, port: int, ckpt: str) -> None:
             run_engine(ck_args, tp, pp, everyone, weights=ckpt).generate(prompts, keep_logits=True),
             ck_ref,
         )
+    # A backend collectives.api cannot run here is bad input naming the flag, not a crash.
+    try:
+        make_parallel(4, 1, device=torch.device("cpu"), allreduce="nvrar", gpus_per_node=4)
+    except ConfigError as exc:
+        assert exc.key == "--allreduce" and "nvrar" in str(exc), exc
+    else:
+        raise AssertionError("nvrar on CPUs was accepted")
     # Two engines side by side on halves of the world: TP 2 and PP 2 with micro-batches. Last, since the
     # halves then have created different numbers of groups.
     pair = [0, 1] if rank < 2 else [2, 3]
