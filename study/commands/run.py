@@ -91,13 +91,8 @@ def run(args: argparse.Namespace) -> int:
 def _report(workspace: Path) -> None:
     """The analysis report, if this installation has it; its absence is a note, not a failure."""
     try:
-        from analysis import report
+        from analysis.report import build_report
     except ImportError:
         print("note: analysis.report is not available; skipped the report", file=sys.stderr)
         return
-    build = getattr(report, "build_report", None) or getattr(report, "write_report", None)
-    if build is None:
-        print("note: analysis.report has no build_report(workspace); skipped the report", file=sys.stderr)
-        return
-    path = build(workspace)
-    print(f"report: {path}")
+    print(f"report: {build_report(workspace)}")
