@@ -80,3 +80,25 @@ def test_rerun_dry_run_submits_nothing(make_workspace) -> None:
     out = _cli("rerun", str(ws), "--failed", "--dry-run")
     assert out.returncode == 0 and "would rerun 1 failed runs" in out.stdout
     assert _local_jobs(ws) == before
+
+
+def test_a_job_the_scheduler_forgot_is_lost_not_waited_for(make_workspace, monkeypatch) -> None:
+    import shutil
+
+    import study.submit as submit_mod
+
+    ws = make_workspace({"a": "sleep:0.2"})
+    with open_session(ws) as session:
+        submit_planned(session)
+        wait(session, interval_s=0.1)
+        # a second job whose scheduler records vanish (say, purged) before it was ever seen to end
+        session.state.add_job("ghost", "jobs/ghost.sh", ["ghost-run"], 1)
+        session.state.claim("ghost")
+        session.state.mark_submitted("ghost", "999")
+        shutil.rmtree(ws / ".local" / "jobs" / "999", ignore_errors=True)
+        assert submit_mod.refresh(session)["pending"] == 1
+        monkeypatch.setattr(submit_mod, "LOST_AFTER_S", 0.0)
+        counts = wait(session, interval_s=0.1)
+        run = session.state.run("ghost-run")
+    assert counts["failed"] == 1 and counts["ok"] == 1
+    assert run.reason.startswith("job failed (FAILED): lost")
