@@ -182,10 +182,15 @@ class Plan:
             system=data["system"],
             scheduler=data["scheduler"],
             workspace=data["workspace"],
-            runs=[PlanRun(**r) for r in data["runs"]],
-            jobs=[Job(**j) for j in data["jobs"]],
-            previous_runs=[PlanRun(**r) for r in data.get("previous_runs", [])],
+            runs=[_known(PlanRun, r) for r in data["runs"]],
+            jobs=[_known(Job, j) for j in data["jobs"]],
+            previous_runs=[_known(PlanRun, r) for r in data.get("previous_runs", [])],
         )
+
+
+def _known(cls: type, data: dict[str, Any]) -> Any:
+    # Keys a newer writer added are ignored, so a plan stays readable across versions of the same schema.
+    return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 # ---------------------------------------------------------------------------------------------------
