@@ -427,3 +427,13 @@ def test_unchanged_inputs_render_identical_bytes_in_two_workspaces(tmp_path):
         text_a = (tmp_path / "a" / job_a.script).read_text().replace(str(tmp_path / "a"), "WS")
         text_b = (tmp_path / "b" / job_b.script).read_text().replace(str(tmp_path / "b"), "WS")
         assert text_a == text_b
+
+
+def test_plan_with_keys_from_a_newer_writer_still_loads(tmp_path):
+    ws = tmp_path / "ws"
+    plan = render_workspace(experiment_file(tmp_path, COLLECTIVE, nodes=1), system="local", workspace=ws)
+    data = json.loads((ws / "plan.json").read_text())
+    data["runs"][0]["added_later"] = 1
+    data["jobs"][0]["added_later"] = 2
+    (ws / "plan.json").write_text(json.dumps(data))
+    assert load_plan(ws) == plan
