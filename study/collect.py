@@ -103,7 +103,8 @@ def judge_attempt(
 ) -> Outcome:
     """Decide an attempt's outcome from exit.json, results.json and, when it did not finish, the job's state.
 
-    `job_state` None means the job's fate is unknown (a collect without a state store)."""
+    `job_state` None means the job's fate is unknown (a collect without a state store); UNKNOWN means
+    the job has ended but how is not known (an older attempt)."""
     state = JobState(job_state) if job_state else None
     folder = os.fspath(folder)
     try:
@@ -121,10 +122,14 @@ def judge_attempt(
         except ResultError as exc:
             corrupt = str(exc)
     if exit_info is None:
-        if state is None or not state.terminal:
-            if state is None and result is not None:
-                return _from_result(result, None)
+        if state is None and result is not None:
+            return _from_result(result, None)
+        if state is None or state in (JobState.PENDING, JobState.RUNNING):
             return Outcome("running")
+        if state is JobState.UNKNOWN:
+            return Outcome(
+                "failed", "did not finish: no exit.json (killed, or its job was lost)", result, corrupt
+            )
         return Outcome("failed", job_reason(state, job_detail) + "; no exit.json", result, corrupt)
     code = exit_info.get("exit_code")
     if code not in (0, None) or (code is None and not result):

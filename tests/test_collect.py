@@ -128,3 +128,26 @@ def test_parallel_collection_gives_the_same_table(make_workspace, monkeypatch) -
     pd.testing.assert_frame_equal(serial.dataset, parallel.dataset)
     pd.testing.assert_frame_equal(serial.timers, parallel.timers)
     assert serial.counts == parallel.counts and serial.problems == parallel.problems
+
+
+def test_a_run_killed_mid_attempt_is_failed_with_the_stored_reason(make_workspace) -> None:
+    from study.state import State
+
+    ws = make_workspace({"killed": "ok", "older": "ok"})
+    for run_id, k in (("killed", 1), ("older", 1), ("older", 2)):
+        attempt = ws / "runs" / run_id / f"attempt-{k}"
+        attempt.mkdir(parents=True)
+        (attempt / "start.json").write_text("{}")
+    with State(ws) as state:
+        state.add_job("j1", "jobs/j1.sh", ["killed", "older"], 1)
+        state.set_runs(
+            [
+                ("killed", "failed", 1, "walltime exceeded (TIMEOUT); no exit.json"),
+                ("older", "failed", 2, "cancelled (CANCELLED); no exit.json"),
+            ]
+        )
+    got = collect_workspace(ws)
+    rows = got.dataset.set_index("run_id")
+    assert got.counts == {"ok": 0, "failed": 2, "missing": 0, "pending": 0}
+    assert rows.loc["killed", "error"] == "walltime exceeded (TIMEOUT); no exit.json"
+    assert rows.loc["older", "attempt"] == 2 and rows.loc["older", "error"].startswith("cancelled")
