@@ -155,10 +155,10 @@ def _apply_kind_defaults(kind: str, values: dict[str, Any], sources: dict, pos: 
                 f"{values['world_size']} (nodes {values['nodes']} x gpus_per_node {values['gpus_per_node']})",
             )
         micro = values.get("micro_batches")
-        if micro is not None and micro > values["batch_size"]:
+        if micro is not None and values["batch_size"] % micro:
             raise pos.error(
                 sources.get("micro_batches", ("kind",)),
-                f"micro_batches {micro} exceeds batch_size {values['batch_size']}",
+                f"micro_batches {micro} does not divide batch_size {values['batch_size']}",
             )
     virtual = values.get("virtual_gpus_per_node")
     if virtual is not None and values["world_size"] % virtual:

@@ -45,7 +45,7 @@ resources: {{nodes: {nodes}, walltime: 30m, runs_per_job: 2}}
 sweep:
   allreduce: [nccl, nvrar]
 fixed:
-  model: llama-3.1-70b
+  model: llama3.1-70b
   batch_size: 16
   prompt_len: 1024
   decode_len: 128
@@ -195,7 +195,7 @@ def test_inference_command_line(tmp_path):
     payload = words[words.index("engine.run") + 1 :]
     assert payload == [
         "--model",
-        "llama-3.1-70b",
+        "llama3.1-70b",
         "--tp",
         "8",
         "--pp",
@@ -243,7 +243,7 @@ HOSTILE = "a b; rm -rf / $(touch MARK) `touch MARK` 'q' \"d\" \\ & | > x"
 
 def test_hostile_values_are_quoted(tmp_path):
     text = (
-        INFERENCE.replace("model: llama-3.1-70b", f"model: {json.dumps(HOSTILE)}")
+        INFERENCE.replace("model: llama3.1-70b", f"model: {json.dumps(HOSTILE)}")
         + f"env:\n  EVIL: {json.dumps(HOSTILE)}\n"
     )
     plan, scripts = plan_for(tmp_path, "perlmutter", text)

@@ -266,3 +266,19 @@ def test_local_system_counts_ranks_not_gpus(tmp_path):
         system="local",
     )
     assert runs[0].gpus_per_node == 8 and runs[0].world_size == 8 and runs[0].walltime_s == 1800
+
+
+def test_micro_batches_must_divide_the_batch(tmp_path):
+    path = tmp_path / "inf.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: inf
+        kind: inference
+        system: perlmutter
+        sweep: {micro_batches: [2, 3]}
+        fixed: {model: m, batch_size: 8, prompt_len: 8, decode_len: 8, allreduce: nccl}
+        """)
+    )
+    with pytest.raises(InputError, match="micro_batches 3 does not divide batch_size 8") as info:
+        expand(load_experiment(path), load_system("perlmutter"))
+    assert info.value.key == "sweep.micro_batches" and info.value.line == 4

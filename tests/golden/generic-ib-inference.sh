@@ -1,5 +1,5 @@
 #!/bin/bash
-#SBATCH --job-name=golden-inference-802469
+#SBATCH --job-name=golden-inference-ec400d
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -7,16 +7,16 @@
 #SBATCH --time=01:00:00
 #SBATCH --account=acct0
 #SBATCH --partition=gpu
-#SBATCH --comment=study:5753b5f532a2,e29f6ce44204
-#SBATCH --output=/golden/workspace/jobs/golden-inference-802469.%j.out
-# study job golden-inference-802469: 2 run(s) of experiment golden-inference on generic-ib.
+#SBATCH --comment=study:27b8da825351,08ca0a711f3a
+#SBATCH --output=/golden/workspace/jobs/golden-inference-ec400d.%j.out
+# study job golden-inference-ec400d: 2 run(s) of experiment golden-inference on generic-ib.
 # Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
 # Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
 # and exit.json (through a temporary file and mv) when it ends: start.json without exit.json means the
 # job was killed during that run. A failing run does not stop the runs after it; the job exits 1 if any failed.
 
 STUDY_WORKSPACE=/golden/workspace
-STUDY_JOB=golden-inference-802469
+STUDY_JOB=golden-inference-ec400d
 export STUDY_WORKSPACE STUDY_JOB
 STUDY_SCHEDULER_JOB_ID=${SLURM_JOB_ID:-}
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
@@ -61,23 +61,23 @@ study_end() {  # exit_code: record how the run ended
   [ "$rc" -eq 0 ] || study_failed=$((study_failed + 1))
 }
 
-# run 1 of 2: 5753b5f532a2 (repeat 0)
-if study_begin 5753b5f532a2 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":8,"micro_batches":2,"model":"llama-3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":16,"world_size":16}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m engine.run --model llama-3.1-70b --tp 16 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 8 --results "$STUDY_RESULTS" ) \
+# run 1 of 2: 27b8da825351 (repeat 0)
+if study_begin 27b8da825351 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":8,"micro_batches":2,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":16,"world_size":16}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m engine.run --model llama3.1-70b --tp 16 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 8 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 5753b5f532a2" >&2
+  echo "study: cannot make an attempt folder for 27b8da825351" >&2
   study_failed=$((study_failed + 1))
 fi
 
-# run 2 of 2: e29f6ce44204 (repeat 0)
-if study_begin e29f6ce44204 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":8,"micro_batches":2,"model":"llama-3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":16,"world_size":16}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m engine.run --model llama-3.1-70b --tp 16 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 8 --results "$STUDY_RESULTS" ) \
+# run 2 of 2: 08ca0a711f3a (repeat 0)
+if study_begin 08ca0a711f3a '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":8,"micro_batches":2,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":16,"world_size":16}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m engine.run --model llama3.1-70b --tp 16 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 8 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for e29f6ce44204" >&2
+  echo "study: cannot make an attempt folder for 08ca0a711f3a" >&2
   study_failed=$((study_failed + 1))
 fi
 

@@ -1,13 +1,13 @@
 #!/bin/bash
-# local job: plain bash on this machine; study:801a9052d9f5,2d231c1b4631
-# study job golden-inference-371faa: 2 run(s) of experiment golden-inference on local.
+# local job: plain bash on this machine; study:0f42d5635b33,efbe3ea26289
+# study job golden-inference-b9088a: 2 run(s) of experiment golden-inference on local.
 # Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
 # Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
 # and exit.json (through a temporary file and mv) when it ends: start.json without exit.json means the
 # job was killed during that run. A failing run does not stop the runs after it; the job exits 1 if any failed.
 
 STUDY_WORKSPACE=/golden/workspace
-STUDY_JOB=golden-inference-371faa
+STUDY_JOB=golden-inference-b9088a
 export STUDY_WORKSPACE STUDY_JOB
 STUDY_SCHEDULER_JOB_ID=${STUDY_SCHEDULER_JOB_ID:-}
 MASTER_ADDR=127.0.0.1
@@ -52,23 +52,23 @@ study_end() {  # exit_code: record how the run ended
   [ "$rc" -eq 0 ] || study_failed=$((study_failed + 1))
 }
 
-# run 1 of 2: 801a9052d9f5 (repeat 0)
-if study_begin 801a9052d9f5 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":2,"micro_batches":2,"model":"llama-3.1-70b","nodes":1,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m engine.run --model llama-3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
+# run 1 of 2: 0f42d5635b33 (repeat 0)
+if study_begin 0f42d5635b33 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":2,"micro_batches":2,"model":"llama3.1-70b","nodes":1,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 801a9052d9f5" >&2
+  echo "study: cannot make an attempt folder for 0f42d5635b33" >&2
   study_failed=$((study_failed + 1))
 fi
 
-# run 2 of 2: 2d231c1b4631 (repeat 0)
-if study_begin 2d231c1b4631 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":2,"micro_batches":2,"model":"llama-3.1-70b","nodes":1,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m engine.run --model llama-3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
+# run 2 of 2: efbe3ea26289 (repeat 0)
+if study_begin efbe3ea26289 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":2,"micro_batches":2,"model":"llama3.1-70b","nodes":1,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 2d231c1b4631" >&2
+  echo "study: cannot make an attempt folder for efbe3ea26289" >&2
   study_failed=$((study_failed + 1))
 fi
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-#SBATCH --job-name=golden-inference-7acd79
+#SBATCH --job-name=golden-inference-388caf
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=4
 #SBATCH --gpus-per-node=4
@@ -8,16 +8,16 @@
 #SBATCH --account=acct0
 #SBATCH --qos=regular
 #SBATCH --constraint=gpu
-#SBATCH --comment=study:4acefa38fa4f,23c9132c9b04
-#SBATCH --output=/golden/workspace/jobs/golden-inference-7acd79.%j.out
-# study job golden-inference-7acd79: 2 run(s) of experiment golden-inference on perlmutter.
+#SBATCH --comment=study:7da789ac8e75,4eddc9de8f63
+#SBATCH --output=/golden/workspace/jobs/golden-inference-388caf.%j.out
+# study job golden-inference-388caf: 2 run(s) of experiment golden-inference on perlmutter.
 # Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
 # Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
 # and exit.json (through a temporary file and mv) when it ends: start.json without exit.json means the
 # job was killed during that run. A failing run does not stop the runs after it; the job exits 1 if any failed.
 
 STUDY_WORKSPACE=/golden/workspace
-STUDY_JOB=golden-inference-7acd79
+STUDY_JOB=golden-inference-388caf
 export STUDY_WORKSPACE STUDY_JOB
 STUDY_SCHEDULER_JOB_ID=${SLURM_JOB_ID:-}
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
@@ -80,23 +80,23 @@ study_end() {  # exit_code: record how the run ended
   [ "$rc" -eq 0 ] || study_failed=$((study_failed + 1))
 }
 
-# run 1 of 2: 4acefa38fa4f (repeat 0)
-if study_begin 4acefa38fa4f '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":4,"micro_batches":2,"model":"llama-3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":8,"world_size":8}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m engine.run --model llama-3.1-70b --tp 8 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 4 --results "$STUDY_RESULTS" ) \
+# run 1 of 2: 7da789ac8e75 (repeat 0)
+if study_begin 7da789ac8e75 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":4,"micro_batches":2,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":8,"world_size":8}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m engine.run --model llama3.1-70b --tp 8 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 4 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 4acefa38fa4f" >&2
+  echo "study: cannot make an attempt folder for 7da789ac8e75" >&2
   study_failed=$((study_failed + 1))
 fi
 
-# run 2 of 2: 23c9132c9b04 (repeat 0)
-if study_begin 23c9132c9b04 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":4,"micro_batches":2,"model":"llama-3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":8,"world_size":8}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m engine.run --model llama-3.1-70b --tp 8 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 4 --results "$STUDY_RESULTS" ) \
+# run 2 of 2: 4eddc9de8f63 (repeat 0)
+if study_begin 4eddc9de8f63 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":4,"micro_batches":2,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":8,"world_size":8}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m engine.run --model llama3.1-70b --tp 8 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 4 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 23c9132c9b04" >&2
+  echo "study: cannot make an attempt folder for 4eddc9de8f63" >&2
   study_failed=$((study_failed + 1))
 fi
 

@@ -1,20 +1,20 @@
 #!/bin/bash
-#SBATCH --job-name=golden-inference-7e68c3
+#SBATCH --job-name=golden-inference-e096bb
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --time=01:00:00
 #SBATCH --account=acct0
 #SBATCH --partition=gh
-#SBATCH --comment=study:9fae52003909,9e59f9ff88af
-#SBATCH --output=/golden/workspace/jobs/golden-inference-7e68c3.%j.out
-# study job golden-inference-7e68c3: 2 run(s) of experiment golden-inference on vista.
+#SBATCH --comment=study:374cb94ab8fa,9497b4b367c8
+#SBATCH --output=/golden/workspace/jobs/golden-inference-e096bb.%j.out
+# study job golden-inference-e096bb: 2 run(s) of experiment golden-inference on vista.
 # Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
 # Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
 # and exit.json (through a temporary file and mv) when it ends: start.json without exit.json means the
 # job was killed during that run. A failing run does not stop the runs after it; the job exits 1 if any failed.
 
 STUDY_WORKSPACE=/golden/workspace
-STUDY_JOB=golden-inference-7e68c3
+STUDY_JOB=golden-inference-e096bb
 export STUDY_WORKSPACE STUDY_JOB
 STUDY_SCHEDULER_JOB_ID=${SLURM_JOB_ID:-}
 MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
@@ -62,23 +62,23 @@ study_end() {  # exit_code: record how the run ended
   [ "$rc" -eq 0 ] || study_failed=$((study_failed + 1))
 }
 
-# run 1 of 2: 9fae52003909 (repeat 0)
-if study_begin 9fae52003909 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":1,"micro_batches":2,"model":"llama-3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m engine.run --model llama-3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 1 --results "$STUDY_RESULTS" ) \
+# run 1 of 2: 374cb94ab8fa (repeat 0)
+if study_begin 374cb94ab8fa '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":1,"micro_batches":2,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 1 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 9fae52003909" >&2
+  echo "study: cannot make an attempt folder for 374cb94ab8fa" >&2
   study_failed=$((study_failed + 1))
 fi
 
-# run 2 of 2: 9e59f9ff88af (repeat 0)
-if study_begin 9e59f9ff88af '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":1,"micro_batches":2,"model":"llama-3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m engine.run --model llama-3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 1 --results "$STUDY_RESULTS" ) \
+# run 2 of 2: 9497b4b367c8 (repeat 0)
+if study_begin 9497b4b367c8 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":1,"micro_batches":2,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cuda --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 1 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
-  echo "study: cannot make an attempt folder for 9e59f9ff88af" >&2
+  echo "study: cannot make an attempt folder for 9497b4b367c8" >&2
   study_failed=$((study_failed + 1))
 fi
 
