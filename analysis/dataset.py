@@ -407,6 +407,8 @@ def config_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     for col in df.columns:
         if col in skip or str(col).endswith(UNIT_SUFFIXES) and col != "size_bytes":
             continue
+        if str(col).startswith("wrong"):
+            continue  # a correctness count (wrong, wrong_total), measured like a metric
         if not df[col].notna().any():
             continue  # a parameter of other rows (an inference column among collective rows)
         cols.append(col)

@@ -292,6 +292,14 @@ def breakdown_regions(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
 # -- collectives ----------------------------------------------------------------------------------------
 
 
+def _scale(part: pd.DataFrame) -> tuple[str, str]:
+    """Label rows by node count where that identifies the topology, else by GPU count."""
+    pairs = part[["nodes", "world_size"]].drop_duplicates()
+    if pairs["nodes"].is_unique:
+        return "nodes", "nodes"
+    return "world_size", "GPUs"
+
+
 def _latencies(data: FigureData) -> pd.DataFrame:
     from analysis.speedup import latency_table
 
@@ -317,12 +325,13 @@ def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     table = _latencies(data)
     written = []
     for page, part in _pages(table, COLL_PAGE_KEYS):
-        nodes = sorted(part["nodes"].unique())
-        cols = min(len(nodes), 4)
-        nrows = -(-len(nodes) // cols)
+        # One panel per topology: the node count alone is not enough when GPUs per node vary.
+        topologies = sorted(set(zip(part["nodes"], part["world_size"], strict=True)))
+        cols = min(len(topologies), 4)
+        nrows = -(-len(topologies) // cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.3 * nrows), squeeze=False, sharey=True)
-        for ax, n in zip(axes.flat, nodes, strict=False):
-            sub = part[part["nodes"] == n]
+        for ax, (n, gpus) in zip(axes.flat, topologies, strict=False):
+            sub = part[(part["nodes"] == n) & (part["world_size"] == gpus)]
             for i, (alg, s) in enumerate(sub.groupby("algorithm", sort=True)):
                 s = s.sort_values("size_bytes")
                 ax.plot(
@@ -342,15 +351,16 @@ def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                 )
             _size_axis(ax)
             _log(ax)
-            gpus = int(sub["world_size"].iloc[0])
-            ax.set_title(f"{int(n)} node{'s' if n != 1 else ''} ({gpus} GPUs)")
+            ax.set_title(f"{int(n)} node{'s' if n != 1 else ''} ({int(gpus)} GPUs)")
             ax.set_xlabel("message size")
             ax.tick_params(axis="x", labelrotation=45)
         for ax in axes[:, 0]:
             ax.set_ylabel("latency (µs)")
-        for ax in list(axes.flat)[len(nodes) :]:
+        for ax in list(axes.flat)[len(topologies) :]:
             ax.set_visible(False)
-        axes.flat[0].legend(title="algorithm")
+        axes.flat[min(cols, len(topologies)) - 1].legend(
+            title="algorithm", bbox_to_anchor=(1.02, 1), loc="upper left"
+        )
         fig.suptitle(_title("All-reduce latency", page))
         fig.tight_layout()
         written.append(save_figure(fig, part, out_dir, _slug("allreduce_latency", *page.values())))
@@ -371,7 +381,8 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         raise SkipFigure("no message size measured with both nccl and nvrar")
     written = []
     for page, part in _pages(table, COLL_PAGE_KEYS):
-        grid = part.pivot_table(index="nodes", columns="size_bytes", values="speedup", aggfunc="median")
+        scale, scale_label = _scale(part)
+        grid = part.pivot_table(index=scale, columns="size_bytes", values="speedup", aggfunc="median")
         values = np.log2(grid.to_numpy(float))
         limit = max(1.0, float(np.nanmax(np.abs(values))))
         fig, ax = plt.subplots(
@@ -396,7 +407,7 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         ax.set_xticks(cols, [human_bytes(grid.columns[c]) for c in cols], rotation=45, ha="right")
         ax.set_yticks(range(grid.shape[0]), [str(int(n)) for n in grid.index])
         ax.set_xlabel("message size")
-        ax.set_ylabel("nodes")
+        ax.set_ylabel(scale_label)
         ax.grid(False)
         bar = fig.colorbar(im, ax=ax)
         ticks = np.arange(-np.floor(limit), np.floor(limit) + 1)
@@ -422,11 +433,12 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     written = []
     for page, part in _pages(table, COLL_PAGE_KEYS):
         fig, ax = plt.subplots()
-        for i, (n, s) in enumerate(part.groupby("nodes", sort=True)):
+        scale, scale_label = _scale(part)
+        for i, (n, s) in enumerate(part.groupby(scale, sort=True)):
             s = s.sort_values("size_bytes")
             ax.plot(s["size_bytes"], s["speedup"], marker=marker_for(i), label=f"{int(n)}")
             if not cross.empty:
-                mask = cross["nodes"] == n
+                mask = cross[scale] == n
                 for k, v in page.items():
                     mask &= cross[k] == v
                 for x in cross.loc[mask, "crossover_bytes"]:
@@ -436,7 +448,7 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         _log(ax, base=2)
         ax.set_xlabel("message size")
         ax.set_ylabel("speedup NVRAR / NCCL")
-        ax.legend(title="nodes; | = crossover")
+        ax.legend(title=f"{scale_label}; | = crossover")
         fig.suptitle(_title("NVRAR speedup over NCCL", page))
         fig.tight_layout()
         written.append(save_figure(fig, part, out_dir, _slug("speedup_vs_size", *page.values())))

@@ -125,3 +125,28 @@ def test_figures_in_worker_processes(collective_data, tmp_path):
     assert [r.name for r in results] == ["speedup_vs_size", "strong_scaling"]
     _check_files(results[0].files[0])
     assert results[1].skipped == "no successful inference runs"
+
+
+def test_one_panel_per_topology_when_gpus_per_node_vary(tmp_path, monkeypatch):
+    """One node with 2, 4 or 8 GPUs (CPU ranks on a laptop) are three topologies, not one."""
+    import analysis.figures as figures
+
+    frames = [syn.collective_frame(nodes=(1,), gpus_per_node=g, repeats=3) for g in (2, 4, 8)]
+    df = pd.concat(frames, ignore_index=True)
+    df["wrong_total"] = range(len(df))  # a per-run count must not split repeats into configurations
+    data = FigureData(from_frames(df))
+    seen = {}
+
+    def capture(fig, points, out_dir, name):
+        seen[name] = (
+            [ax.get_title() for ax in fig.axes if ax.get_visible()],
+            [ax.get_ylabel() for ax in fig.axes],
+        )
+        return save_figure(fig, points, out_dir, name)
+
+    monkeypatch.setattr(figures, "save_figure", capture)
+    plot_all(data, tmp_path, only=["allreduce_latency", "speedup_heatmap"])
+    assert seen["allreduce_latency"][0] == ["1 node (2 GPUs)", "1 node (4 GPUs)", "1 node (8 GPUs)"]
+    assert "GPUs" in seen["speedup_heatmap"][1]
+    heat = pd.read_csv(tmp_path / "speedup_heatmap.csv")
+    assert sorted(heat["world_size"].unique()) == [2, 4, 8] and len(heat) == 3 * 6
