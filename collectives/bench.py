@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-node", type=int, help="ranks per (virtual) node (default: the launcher's)")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
     p.add_argument("--out-of-place", action="store_true", help="separate input and output buffers")
-    p.add_argument("--tune", action="store_true", help="nvrar: measure launch parameters first, cache them")
+    # Not "--tune": Open MPI reads that flag from the command line of every process it starts (MCA tune file).
+    p.add_argument("--autotune", action="store_true", help="nvrar: measure launch parameters, cache them")
     p.add_argument("--results", help="results.json path (default: $STUDY_RESULTS or ./results.json)")
     return p
 
@@ -390,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
             emit(f"#\n# skipped: {exc.reason}")
             continue
         emit(f"#\n# algorithm: {name}")
-        if args.tune and name == "nvrar":
+        if args.autotune and name == "nvrar":
             where = tune_nvrar(ar, args, device, sizes)
             emit(f"# nvrar launch parameters tuned and cached in {where}")
         emit(HEADER)

@@ -2,7 +2,7 @@
 
 The best protocol, grid and chunk size depend on the message size, the GPU, the number of PEs and the
 node shape, so a table is measured once per (GPU model, world size, GPUs per node, dtype) by
-`tune()` (through `python -m collectives.bench --tune ...`) and cached in
+`tune()` (through `python -m collectives.bench --autotune ...`) and cached in
 $STUDY_CACHE_DIR/nvrar-tuning.json (default ~/.cache/study). Sizes between measured ones take the
 entry of the next larger measured size; sizes with no entry fall back to `default_params`.
 """
