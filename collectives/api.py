@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -183,8 +184,10 @@ class SymmetricMemoryAllReduce(AllReduce):
         group_obj = self.group if self.group is not None else dist.group.WORLD
         self.group_name = group_obj.group_name
         enable = getattr(symm_mem, "enable_symm_mem_for_group", None)
-        if enable is not None:
-            enable(self.group_name)
+        if enable is not None:  # needed by older torch; newer torch deprecates it as a no-op
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                enable(self.group_name)
         self.device = device or torch.device("cuda", torch.cuda.current_device())
         self.max_bytes = max_bytes or (32 << 20)
         self.buffer = symm_mem.empty(self.max_bytes, dtype=torch.uint8, device=self.device)
