@@ -113,7 +113,11 @@ def size_range(value: Mapping[str, Any]) -> dict[str, int]:
     return {"from": low, "to": high, "factor": factor}
 
 
-ALLREDUCE_CHOICES = ("nccl", "nvrar", "one-shot", "two-shot", "gloo", "reference")
+# The backends of collectives.api (BACKENDS there); study never imports the payload, so they are listed here.
+ALLREDUCE_CHOICES = (
+    "nccl", "nvrar", "one-shot", "two-shot", "gloo", "reference",
+    "reference-ring", "reference-rd", "reference-rabenseifner", "reference-tree",
+)
 DTYPES = ("bf16", "fp16", "fp32")
 
 # name -> checker, per kind; `required` are the payload's mandatory flags that have no default.
