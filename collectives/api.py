@@ -123,7 +123,7 @@ def _group_with_backend(group: Any, backend: str) -> Any:
     Creating a group is collective: every rank of the default group must call make_allreduce together.
     """
     current = dist.get_backend(group)
-    if backend in str(current).split(":") or backend in str(current):
+    if backend in str(current):  # also matches mixed backends such as "cpu:gloo,cuda:nccl"
         return group
     ranks = None if group is None else dist.get_process_group_ranks(group)
     return dist.new_group(ranks=ranks, backend=backend)
