@@ -5,7 +5,8 @@ nothing beyond torch is needed at run time and the build needs only nvcc and NVS
 libraries: from $NVSHMEM_HOME, else from the pip package nvidia-nvshmem-cu13 (`import nvidia.nvshmem`).
 Builds land in $STUDY_CACHE_DIR (default ~/.cache/study)/nvrar/<key>/, where the key hashes the
 sources, the flags, nvcc's version and NVSHMEM's location, so a change to any of them rebuilds and
-ranks sharing a file system build once (a file lock serialises them).
+ranks sharing a file system build once (a file lock serialises them). Where compute nodes lack nvcc,
+build ahead with `--out DIR` and point $NVRAR_LIBRARY at DIR/libnvrar.so (NVSHMEM is still needed).
 
     python -m collectives.build [--arch 90] [--out DIR]   # build now and print the library's path
 """
@@ -190,9 +191,24 @@ def build(*, arch: str | None = None, out_dir: Path | None = None, verbose: bool
     return target
 
 
+def prebuilt_library() -> Path | None:
+    """$NVRAR_LIBRARY: a libnvrar.so built ahead (`python -m collectives.build --out DIR` on a login node)
+    for compute nodes without nvcc; None when unset. Raises NvrarBuildError when it names no file."""
+    value = os.environ.get("NVRAR_LIBRARY")
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise NvrarBuildError(f"NVRAR_LIBRARY={value} is not a file")
+    return path
+
+
 def why_not_buildable() -> str | None:
-    """None when the library is built or can be built here, else the reason (no build is started)."""
+    """None when the library is prebuilt or can be built here, else the reason (no build is started)."""
     try:
+        if prebuilt_library() is not None:
+            find_nvshmem_home()
+            return None
         find_toolchain()
     except NvrarBuildError as exc:
         return str(exc)
@@ -207,8 +223,8 @@ def load_library() -> ctypes.CDLL:
     global _LIB
     if _LIB is not None:
         return _LIB
-    path = build()
-    lib_dir = find_toolchain().nvshmem_host_lib.parent
+    path = prebuilt_library() or build()
+    lib_dir = find_nvshmem_home() / "lib"
     # NVSHMEM dlopen()s its bootstrap and transport plugins by bare name; a library already loaded under
     # that name is found first, so loading them here makes the pip package work without LD_LIBRARY_PATH.
     for plugin in sorted(lib_dir.glob("nvshmem_bootstrap_uid.so*")):

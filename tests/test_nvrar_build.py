@@ -65,6 +65,13 @@ def test_missing_toolchain_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: P
             build.find_nvcc()
 
 
+def test_prebuilt_library_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NVRAR_LIBRARY", str(tmp_path / "missing.so"))
+    assert build.why_not_buildable() == f"NVRAR_LIBRARY={tmp_path / 'missing.so'} is not a file"
+    monkeypatch.delenv("NVRAR_LIBRARY")
+    assert build.prebuilt_library() is None
+
+
 def test_nvcc_command_links_the_device_archive_itself() -> None:
     toolchain_or_skip()
     tc = build.find_toolchain()
