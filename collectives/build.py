@@ -227,7 +227,10 @@ def load_library() -> ctypes.CDLL:
     lib_dir = find_nvshmem_home() / "lib"
     # NVSHMEM dlopen()s its bootstrap and transport plugins by bare name; a library already loaded under
     # that name is found first, so loading them here makes the pip package work without LD_LIBRARY_PATH.
-    for plugin in sorted(lib_dir.glob("nvshmem_bootstrap_uid.so*")):
+    # The host library too, so that a prebuilt libnvrar.so whose rpath points elsewhere still loads.
+    for plugin in sorted(lib_dir.glob("libnvshmem_host.so*")) + sorted(
+        lib_dir.glob("nvshmem_bootstrap_uid.so*")
+    ):
         ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)
     lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
     c_int, c_size, c_void = ctypes.c_int, ctypes.c_size_t, ctypes.c_void_p
