@@ -15,8 +15,13 @@ from dataclasses import dataclass
 # (rank, world size, local rank, local world size) variable names per launcher, first match wins.
 _LAUNCHERS = (
     ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
-    ("openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
-     "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    (
+        "openmpi",
+        "OMPI_COMM_WORLD_RANK",
+        "OMPI_COMM_WORLD_SIZE",
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+    ),
     ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
     ("pals", "PMI_RANK", "PMI_SIZE", "PALS_LOCAL_RANKID", "PALS_LOCAL_SIZE"),
     ("mpich", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
@@ -82,8 +87,11 @@ def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) ->
         torch.cuda.set_device(info.local_rank % torch.cuda.device_count())
         kwargs["device_id"] = torch.device("cuda", torch.cuda.current_device())
     dist.init_process_group(
-        backend=backend, rank=info.rank, world_size=info.world_size,
-        timeout=datetime.timedelta(seconds=timeout_s), **kwargs,
+        backend=backend,
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+        **kwargs,
     )
     return info
 
@@ -140,7 +148,7 @@ def runtime_versions() -> dict[str, str | None]:
     try:
         from mpi4py import MPI
 
-        versions["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+        versions["mpi"] = MPI.Get_library_version().splitlines()[0].strip().rstrip("\x00")
     except Exception:  # noqa: BLE001 - mpi4py missing or its MPI library not loadable
         pass
     return versions
