@@ -119,7 +119,7 @@ def findings(runs: pd.DataFrame, timers: pd.DataFrame, by: str = "type") -> list
         return []
     keys = sweep_keys(ok_runs) + ["series"]
     out: list[Finding] = []
-    for scope in scopes(timers):
+    for scope in scopes(timers, by):
         parts = long_breakdown(timers, scope, by)
         if parts.empty:
             continue

@@ -18,16 +18,21 @@ COMPONENT_OF_TYPE: dict[str, str] = {"comm": "communication", "compute": "comput
 RUN_KEYS: tuple[str, ...] = ("workspace", "run_id")
 
 
-def scopes(timers: pd.DataFrame) -> list[str]:
-    """Region paths worth a breakdown: the roots, and regions with compute or comm below them."""
+def scopes(timers: pd.DataFrame, by: str = "type") -> list[str]:
+    """Region paths worth a breakdown, outermost first.
+
+    By type: regions with compute or comm below them. By name: also regions whose children are
+    regions only (generate → prefill / decode), since the split between the children is news too.
+    """
     if timers.empty:
         return []
-    regions = timers.loc[timers["type"] == "region", "path"].astype(str).unique()
-    leaves = timers.loc[timers["type"] != "region", "path"].astype(str).unique()
+    paths = timers["path"].astype(str)
+    regions = paths[timers["type"] == "region"].unique()
+    below = paths[timers["type"] != "region"].unique() if by == "type" else paths.unique()
     found = []
     for path in sorted(regions, key=lambda p: (p.count("/"), p)):
         prefix = path + "/"
-        if any(leaf.startswith(prefix) for leaf in leaves):
+        if any(other.startswith(prefix) for other in below):
             found.append(path)
     return found
 
@@ -41,7 +46,8 @@ def scope_breakdown(timers: pd.DataFrame, scope: str, by: str = "type") -> pd.Da
     """Per run: the scope's inclusive time and each component's exclusive time inside it (ms).
 
     `by="type"` gives compute / communication / other; `by="name"` gives one component per timer name
-    (all nodes of that name under the scope summed; region exclusive time stays "other").
+    (all nodes of that name under the scope summed, sub-regions by their own exclusive time; the
+    scope's own exclusive time is "other").
     Returns one row per run with columns `scope_ms` and `<component>_ms`, and `<component>_share`.
     """
     import pandas as pd
@@ -55,7 +61,9 @@ def scope_breakdown(timers: pd.DataFrame, scope: str, by: str = "type") -> pd.Da
     if by == "type":
         component = sub["type"].map(COMPONENT_OF_TYPE)
     else:
-        component = sub["name"].astype(str).where(sub["type"] != "region", "other")
+        # Every timer name is a component, sub-regions included (their own time); the scope's own
+        # exclusive time is "other".
+        component = sub["name"].astype(str).where(sub["path"].astype(str) != scope, "other")
     parts = sub.assign(component=component).groupby(keys + ["component"], dropna=False)["time_ms"].sum()
     wide = parts.unstack("component", fill_value=0.0)
     wide.columns = [f"{c}_ms" for c in wide.columns]

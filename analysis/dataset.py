@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ SAMPLE_NUMERIC: tuple[str, ...] = (
 )
 # A numeric column must say its unit in its name; these unit suffixes are the ones the contract uses.
 UNIT_SUFFIXES: tuple[str, ...] = ("_ms", "_us", "_s", "_bytes", "_GBps", "_gb", "_per_s")
+# A unit anywhere in a name marks a measurement (tbt_p99_ms, weights_gb_max), never a configuration.
+_UNIT_TOKEN = re.compile(r"_(ms|us|s|bytes|GBps|gb|per_s)(_|$)")
 # Names that are times or sizes but carry no unit: a sign that a writer broke the contract.
 _UNITLESS_TIMES: frozenset[str] = frozenset(
     {"latency", "ttft", "tbt", "e2e", "time", "duration", "size", "prefill", "decode", "bandwidth", "busbw"}
@@ -154,6 +157,7 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
         or c in SAMPLE_NUMERIC
         or c in ("repeat", "attempt", "tp", "pp")
         or str(c).endswith(UNIT_SUFFIXES)
+        or _UNIT_TOKEN.search(str(c))
     ]
     ok = df["status"] == "ok"
     for col in numeric:
@@ -405,7 +409,7 @@ def config_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]:
     )
     cols = []
     for col in df.columns:
-        if col in skip or str(col).endswith(UNIT_SUFFIXES) and col != "size_bytes":
+        if col in skip or _UNIT_TOKEN.search(str(col)) and col != "size_bytes":
             continue
         if str(col).startswith("wrong"):
             continue  # a correctness count (wrong, wrong_total), measured like a metric

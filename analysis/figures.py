@@ -132,11 +132,11 @@ def strong_scaling(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                 labels = labels if isinstance(labels, tuple) else (labels,)
                 label = " ".join(str(v) for v in labels)
                 s = s.sort_values("world_size")
-                med = s[f"{metric}_median"]
-                err = [med - s[f"{metric}_q1"], s[f"{metric}_q3"] - med]
+                med = s[f"{metric}_median"].to_numpy()
+                err = [med - s[f"{metric}_q1"].to_numpy(), s[f"{metric}_q3"].to_numpy() - med]
                 style = "--" if "nvrar" in labels else "-"
                 ax.errorbar(
-                    s["world_size"],
+                    s["world_size"].to_numpy(),
                     med,
                     yerr=err,
                     label=label,
@@ -150,7 +150,7 @@ def strong_scaling(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
             _log(ax)
             ax.set_xlabel("GPUs")
             ax.set_ylabel(METRIC_LABELS[metric])
-        axes[0][0].legend(title="scheme / all-reduce")
+        axes[0][-1].legend(title="scheme / all-reduce", bbox_to_anchor=(1.02, 1), loc="upper left")
         fig.suptitle(_title("Strong scaling", page))
         fig.tight_layout()
         written.append(
@@ -224,7 +224,7 @@ def _breakdown_figure(data: FigureData, out_dir: Path, by: str, name: str) -> li
     runs = with_scheme(data.rows("inference"))
     written = []
     timers = data.dataset.timers
-    for scope in scopes(timers):
+    for scope in scopes(timers, by):
         parts = long_breakdown(timers, scope, by)
         if parts.empty:
             continue

@@ -16,8 +16,18 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 SCALING_METRICS: tuple[str, ...] = ("ttft_ms", "tbt_ms", "e2e_ms")
-# Columns that change along a strong-scaling sweep and so must not split it into series.
-SCALE_COLUMNS: tuple[str, ...] = ("nodes", "world_size", "tp", "pp", "micro_batches")
+# Columns that change along a strong-scaling sweep and so must not split it into series: the scale
+# itself, the parallel degrees, and the topology that follows from it (on a laptop, `local` sweeps
+# gpus_per_node; the demo derives virtual nodes from the world size).
+SCALE_COLUMNS: tuple[str, ...] = (
+    "nodes",
+    "world_size",
+    "gpus_per_node",
+    "virtual_gpus_per_node",
+    "tp",
+    "pp",
+    "micro_batches",
+)
 
 
 def scheme_of(tp: pd.Series, pp: pd.Series) -> pd.Series:

@@ -283,3 +283,23 @@ def test_summarize_matches_pandas_on_random_groups():
         assert out[f"v_{col}"].sort_index().to_numpy() == pytest.approx(ref[col].sort_index().to_numpy())
     assert int(out["v_n"].sum()) == 2000
     assert (out["v_ci_lo"] <= out["v_median"]).all() and (out["v_median"] <= out["v_ci_hi"]).all()
+
+
+def test_region_only_trees_and_unit_named_measurements():
+    """Timers without --breakdown (regions only) still say which phase dominates; a measurement such as
+    weights_gb_max, different in every run, must not split the sweep into one run per series."""
+    runs, timers = syn.inference_frames(schemes=("TP",), allreduces=("nccl",), repeats=1)
+    runs["weights_gb_max"] = 1.0 / runs["world_size"]
+    regions = timers[timers["type"] == "region"].copy()
+    regions.loc[regions["name"] != "generate", "time_ms"] = regions["time_inc_ms"]
+    ds = from_frames(runs, regions)
+    (f,) = findings(ds.runs, ds.timers, by="name")
+    assert (f.scope, f.gpus_lo, f.gpus_hi, f.dominant) == ("generate", 4, 32, "decode")
+    trees = {int(g): t for g, t in regions.groupby("world_size")}
+    share = {
+        g: t.set_index("name").loc["decode", "time_inc_ms"]
+        / t.set_index("name").loc["generate", "time_inc_ms"]
+        for g, t in trees.items()
+    }
+    decode = next(t for t in f.trends if t.component == "decode")
+    assert (decode.share_lo, decode.share_hi) == (pytest.approx(share[4]), pytest.approx(share[32]))
