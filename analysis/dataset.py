@@ -242,9 +242,7 @@ def load_workspace(path: str | os.PathLike[str]) -> Dataset:
     target = Path(path)
     if target.is_file():
         folder = target.parent
-        import pandas as _pd
-
-        reader = _pd.read_parquet if target.suffix == ".parquet" else _pd.read_csv
+        reader = pd.read_parquet if target.suffix == ".parquet" else pd.read_csv
         try:
             runs, runs_src = reader(target), target
         except Exception as exc:

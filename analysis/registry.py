@@ -213,16 +213,3 @@ def plot_all(
     with ProcessPoolExecutor(max_workers=min(jobs, len(wanted)), mp_context=context) as pool:
         futures = [pool.submit(_render, name, data, out) for name in wanted]
         return [f.result() for f in futures]
-
-
-def as_rows(results: list[FigureResult]) -> list[dict[str, Any]]:
-    """A plain summary (for the report and the command's output)."""
-    return [
-        {
-            "name": r.name,
-            "description": r.description,
-            "skipped": r.skipped,
-            "files": [{k: str(v) for k, v in f.items()} for f in r.files],
-        }
-        for r in results
-    ]

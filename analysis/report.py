@@ -20,6 +20,7 @@ from analysis.dataset import Dataset, value_or_none
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from analysis.bottlenecks import Finding
     from analysis.registry import FigureResult
 
 TEMPLATE = "report.html.j2"
@@ -31,7 +32,6 @@ class Table:
     title: str
     html: str
     note: str = ""
-    rows: int = 0
 
 
 @dataclass
@@ -72,55 +72,70 @@ def html_table(df: pd.DataFrame, title: str, note: str = "") -> Table:
         classes="data",
         formatters={c: _fmt for c in shown.columns},
     )
-    return Table(title=title, html=html, note=note, rows=len(df))
+    return Table(title=title, html=html, note=note)
 
 
-def plain_findings(ds: Dataset, nccl_map: pd.DataFrame | None = None) -> list[str]:
-    """The findings as sentences: bottlenecks, NVRAR/NCCL speedups and crossovers, NCCL's choices."""
+@dataclass
+class Analyses:
+    """The tables the findings and the report's tables share, computed once."""
+
+    found: list[Finding]
+    speedups: pd.DataFrame
+    crossovers: pd.DataFrame
+    e2e: pd.DataFrame
+
+
+def analyse(ds: Dataset) -> Analyses:
+    import pandas as pd
+
     from analysis.bottlenecks import findings
-    from analysis.speedup import crossovers, e2e_speedup, human_bytes, speedup_table
+    from analysis.speedup import crossovers, e2e_speedup, speedup_table
+
+    coll, inf = ds.kind("collective"), ds.kind("inference")
+    speedups = speedup_table(coll) if not coll.empty else pd.DataFrame()
+    return Analyses(
+        found=findings(ds.runs, ds.timers, by="name"),
+        speedups=speedups,
+        crossovers=crossovers(speedups),
+        e2e=e2e_speedup(inf) if not inf.empty else pd.DataFrame(),
+    )
+
+
+def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = None) -> list[str]:
+    """The findings as sentences: bottlenecks, NVRAR/NCCL speedups and crossovers, NCCL's choices."""
+    from analysis.speedup import human_bytes
 
     out: list[str] = []
     # Innermost scopes first: "decode" says more about a bottleneck than the whole run does.
-    found = findings(ds.runs, ds.timers, by="name")
-    for f in sorted(found, key=lambda f: -f.scope.count("/")):
+    for f in sorted(an.found, key=lambda f: -f.scope.count("/")):
         out.append(f.text)
-    coll = ds.kind("collective")
-    if not coll.empty:
-        table = speedup_table(coll)
-        if not table.empty:
-            best = table.loc[table["speedup"].idxmax()]
-            worst = table.loc[table["speedup"].idxmin()]
+    table = an.speedups
+    if not table.empty:
+        best = table.loc[table["speedup"].idxmax()]
+        worst = table.loc[table["speedup"].idxmin()]
+        out.append(
+            f"NVRAR against NCCL: speedups from {worst['speedup']:.2f}× "
+            f"({human_bytes(worst['size_bytes'])}, {int(worst['nodes'])} nodes) to {best['speedup']:.2f}× "
+            f"({human_bytes(best['size_bytes'])}, {int(best['nodes'])} nodes) over {len(table)} size × "
+            "configuration points."
+        )
+        for row in an.crossovers.itertuples(index=False):
+            side = "larger" if row.direction == "above" else "smaller"
+            graphs = getattr(row, "graphs", None)
+            extra = {True: " with CUDA graphs", False: " without CUDA graphs"}.get(graphs, "")
             out.append(
-                f"NVRAR against NCCL: speedups from {worst['speedup']:.2f}× "
-                f"({human_bytes(worst['size_bytes'])}, "
-                f"{int(worst['nodes'])} nodes) to {best['speedup']:.2f}× ({human_bytes(best['size_bytes'])}, "
-                f"{int(best['nodes'])} nodes) over {len(table)} size × configuration points."
+                f"On {row.system} at {int(row.nodes)} nodes{extra}, NVRAR overtakes NCCL for messages {side} "
+                f"than about {human_bytes(row.crossover_bytes)} (crossing between "
+                f"{human_bytes(row.size_lo)} and {human_bytes(row.size_hi)})."
             )
-            for row in crossovers(table).itertuples(index=False):
-                side = "larger" if row.direction == "above" else "smaller"
-                graphs = getattr(row, "graphs", None)
-                extra = (
-                    " with CUDA graphs"
-                    if graphs is True
-                    else (" without CUDA graphs" if graphs is False else "")
-                )
-                out.append(
-                    f"On {row.system} at {int(row.nodes)} nodes{extra}, NVRAR overtakes NCCL "
-                    f"for messages {side} "
-                    f"than about {human_bytes(row.crossover_bytes)} (crossing between "
-                    f"{human_bytes(row.size_lo)} and {human_bytes(row.size_hi)})."
-                )
-    inf = ds.kind("inference")
-    if not inf.empty:
-        e2e = e2e_speedup(inf)
-        if not e2e.empty:
-            best = e2e.loc[e2e["speedup"].idxmax()]
-            out.append(
-                f"End to end, NVRAR changes batch latency by {e2e['speedup'].min():.2f}× to "
-                f"{e2e['speedup'].max():.2f}× against NCCL; the largest gain is {best['speedup']:.2f}× at "
-                f"{int(best['world_size'])} GPUs (tp={_fmt(best.get('tp'))}, pp={_fmt(best.get('pp'))})."
-            )
+    e2e = an.e2e
+    if not e2e.empty:
+        best = e2e.loc[e2e["speedup"].idxmax()]
+        out.append(
+            f"End to end, NVRAR changes batch latency by {e2e['speedup'].min():.2f}× to "
+            f"{e2e['speedup'].max():.2f}× against NCCL; the largest gain is {best['speedup']:.2f}× at "
+            f"{int(best['world_size'])} GPUs (tp={_fmt(best.get('tp'))}, pp={_fmt(best.get('pp'))})."
+        )
     if nccl_map is not None and not nccl_map.empty:
         for ranks, part in nccl_map.groupby("nranks"):
             part = part.sort_values("size_bytes")
@@ -218,9 +233,9 @@ def build_context(
     title: str | None = None,
 ) -> ReportContext:
     """Everything the template shows, computed from the dataset and the figures already written."""
+    from analysis.bottlenecks import findings_table
     from analysis.compare import comparisons, systems
     from analysis.scaling import SCALING_METRICS, strong_scaling
-    from analysis.speedup import crossovers, e2e_speedup, speedup_table
 
     runs = ds.runs
     counts = {
@@ -233,13 +248,14 @@ def build_context(
     default_title = (
         "Study report: " + ", ".join(w.name for w in ds.workspaces) if ds.workspaces else "Study report"
     )
+    an = analyse(ds)
     ctx = ReportContext(
         title=title or default_title,
         generated=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         workspaces=[str(w) for w in ds.workspaces],
         systems=systems(ds.ok),
         counts=counts,
-        findings=plain_findings(ds, nccl_map),
+        findings=plain_findings(ds, an, nccl_map),
         provenance=_provenance(ds),
     )
     for result in figures:
@@ -260,26 +276,30 @@ def build_context(
                     "of the median at the level shown (95% needs 6 or more repeats).",
                 )
             )
-    coll = ds.kind("collective")
-    if not coll.empty:
-        sp = speedup_table(coll)
-        if not sp.empty:
-            ctx.tables.append(
-                html_table(
-                    sp,
-                    "NVRAR over NCCL: all-reduce latency and speedup",
-                    "Median latency over repeats; speedup above 1 means NVRAR is faster.",
-                )
+    trends = findings_table(an.found)
+    if not trends.empty:
+        ctx.tables.append(
+            html_table(
+                trends,
+                "Bottleneck trends",
+                "Per sweep, scope and component: share of the scope at the smallest and largest GPU count, "
+                "log-log slope of its time against GPUs, and share points per doubling of GPUs.",
             )
-            cross = crossovers(sp)
-            if not cross.empty:
-                ctx.tables.append(
-                    html_table(cross, "Crossover sizes", "Interpolated in log(speedup) against log2(size).")
-                )
-    if not inf.empty:
-        e2e = e2e_speedup(inf)
-        if not e2e.empty:
-            ctx.tables.append(html_table(e2e, "End-to-end batch latency: NVRAR against NCCL"))
+        )
+    if not an.speedups.empty:
+        ctx.tables.append(
+            html_table(
+                an.speedups,
+                "NVRAR over NCCL: all-reduce latency and speedup",
+                "Median latency over repeats; speedup above 1 means NVRAR is faster.",
+            )
+        )
+    if not an.crossovers.empty:
+        ctx.tables.append(
+            html_table(an.crossovers, "Crossover sizes", "Interpolated in log(speedup) against log2(size).")
+        )
+    if not an.e2e.empty:
+        ctx.tables.append(html_table(an.e2e, "End-to-end batch latency: NVRAR against NCCL"))
     if nccl_map is not None and not nccl_map.empty:
         ctx.tables.append(
             html_table(

@@ -22,9 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import thicket
 
 METRIC_INC = "time (inc)"
-METRIC_EXC = "time"
 STAT_COLUMNS: tuple[str, ...] = ("time (inc)", "time")
-GROUP_CHOICES: tuple[str, ...] = ("nodes", "world_size", "system", "interconnect", "allreduce", "tp", "pp")
 
 
 def find_results(target: str | os.PathLike[str]) -> list[Path]:
