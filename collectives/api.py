@@ -120,13 +120,16 @@ def _require_distributed() -> None:
 def _group_with_backend(group: Any, backend: str) -> Any:
     """`group` if it already speaks `backend`, else a new group over the same ranks that does.
 
-    Creating a group is collective: every rank of the default group must call make_allreduce together.
+    A sub-group is made with local synchronisation, so only its own ranks need to call: under pipeline
+    parallelism each stage builds its TP group's all-reduce without the other stages.
     """
     current = dist.get_backend(group)
     if backend in str(current):  # also matches mixed backends such as "cpu:gloo,cuda:nccl"
         return group
-    ranks = None if group is None else dist.get_process_group_ranks(group)
-    return dist.new_group(ranks=ranks, backend=backend)
+    if group is None:
+        return dist.new_group(backend=backend)
+    ranks = dist.get_process_group_ranks(group)
+    return dist.new_group(ranks=ranks, backend=backend, use_local_synchronization=True)
 
 
 class TorchDistributedAllReduce(AllReduce):
