@@ -23,12 +23,16 @@ def main() -> int:
         print(f"\n=== {script.stem} ===", flush=True)
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", f"bench.{script.stem}"], cwd=ROOT)
-        print(f"--- {script.stem}: exit {done.returncode}, {time.perf_counter() - start:.1f} s wall", flush=True)
+        print(
+            f"--- {script.stem}: exit {done.returncode}, {time.perf_counter() - start:.1f} s wall", flush=True
+        )
         if done.returncode != 0:
             failed.append(script.stem)
     if gpu:
         print("\nGPU benchmarks (run them on a GPU machine): " + ", ".join(gpu))
-    print(f"\n{len(scripts) - len(failed)} of {len(scripts)} CPU benchmarks ran; failed: {', '.join(failed) or 'none'}")
+    print(
+        f"\n{len(scripts) - len(failed)} of {len(scripts)} CPU benchmarks ran; failed: {', '.join(failed) or 'none'}"
+    )
     return 1 if failed else 0
 
 

@@ -14,8 +14,16 @@ class InputError(StudyError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 col: int | None = None, key: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        col: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ):
         self.file, self.line, self.col, self.key, self.hint = file, line, col, key, hint
         where = ""
         if file:

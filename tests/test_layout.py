@@ -16,10 +16,32 @@ STDLIB = set(sys.stdlib_module_names)
 ALLOWED = {
     "engine": {"torch", "numpy", "mpi4py", "safetensors", "engine", "collectives", "study"},
     "collectives": {"torch", "numpy", "mpi4py", "collectives", "study", "nvidia"},
-    "study": {"pydantic", "yaml", "jinja2", "rich", "pandas", "pyarrow", "numpy", "study", "analysis",
-              "collectives", "engine"},
-    "analysis": {"pandas", "pyarrow", "numpy", "matplotlib", "hatchet", "thicket", "jinja2", "yaml",
-                 "analysis", "study", "collectives"},
+    "study": {
+        "pydantic",
+        "yaml",
+        "jinja2",
+        "rich",
+        "pandas",
+        "pyarrow",
+        "numpy",
+        "study",
+        "analysis",
+        "collectives",
+        "engine",
+    },
+    "analysis": {
+        "pandas",
+        "pyarrow",
+        "numpy",
+        "matplotlib",
+        "hatchet",
+        "thicket",
+        "jinja2",
+        "yaml",
+        "analysis",
+        "study",
+        "collectives",
+    },
 }
 # What the payload may take from study/: the results contract only.
 PAYLOAD_STUDY_MODULES = {"study.results", "study"}
@@ -75,8 +97,10 @@ def test_results_contract_imports_without_third_party_packages():
 
 
 def test_cli_help_does_not_import_torch_or_pandas():
-    code = "import sys; from study.cli import build_parser; build_parser(); " \
-           "print(sorted(m for m in ('torch','pandas','matplotlib') if m in sys.modules))"
+    code = (
+        "import sys; from study.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch','pandas','matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
