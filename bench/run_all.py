@@ -30,9 +30,8 @@ def main() -> int:
             failed.append(script.stem)
     if gpu:
         print("\nGPU benchmarks (run them on a GPU machine): " + ", ".join(gpu))
-    print(
-        f"\n{len(scripts) - len(failed)} of {len(scripts)} CPU benchmarks ran; failed: {', '.join(failed) or 'none'}"
-    )
+    ran = len(scripts) - len(failed)
+    print(f"\n{ran} of {len(scripts)} CPU benchmarks ran; failed: {', '.join(failed) or 'none'}")
     return 1 if failed else 0
 
 
