@@ -223,7 +223,10 @@ class Plan:
 
 def _known(cls: type, data: dict[str, Any]) -> Any:
     # Keys a newer writer added are ignored, so a plan stays readable across versions of the same schema.
-    return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+    fields = cls.__dataclass_fields__
+    if len(data) == len(fields) and all(k in fields for k in data):
+        return cls(**data)
+    return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -482,7 +485,7 @@ def render_workspace(
     resolved["system"] = system_obj.name
     files: dict[str, str] = dict(scripts)
     lines = _JsonLines()
-    run_lines = [lines.line(run) for run in plan.runs]
+    run_lines = [lines.run_line(run) for run in plan.runs]
     # spec.json is json.dumps({schema, experiment, system, **run}): the run's plan.json line with a head.
     head = json.dumps({"schema": SPEC_SCHEMA, "experiment": plan.experiment, "system": plan.system})[:-1]
     for run, line in zip(plan.runs, run_lines, strict=True):
@@ -599,28 +602,43 @@ class _JsonLines:
     def __init__(self) -> None:
         self._objects: dict[int, tuple[Any, str]] = {}  # id -> (object kept alive, its JSON)
         self._strings: dict[str, str] = {}
+        self._points: dict[tuple, str] = {}
 
-    def line(self, obj: Any) -> str:
-        parts = []
-        for name in obj.__dataclass_fields__:
-            value = getattr(obj, name)
-            cls = type(value)
-            if cls is int:
-                text = int.__repr__(value)
-            elif cls is str:
-                text = self._strings.get(value)
-                if text is None:
-                    text = self._strings[value] = _encode_string(value)
-            else:
-                cached = self._objects.get(id(value))
-                if cached is None:
-                    cached = self._objects[id(value)] = (value, json.dumps(value))
-                text = cached[1]
-            parts.append(f'"{name}": {text}')
-        return "{" + ", ".join(parts) + "}"
+    def run_line(self, run: PlanRun) -> str:
+        """`line(run)` with the fields from params to command (the same for every repeat) encoded once."""
+        key = (id(run.params), run.nodes, run.gpus_per_node, run.world_size, run.walltime_s, run.command)
+        middle = self._points.get(key)
+        if middle is None:
+            middle = self._points[key] = self.line(run, _POINT_FIELDS)[1:-1]
+        run_id, repeat, job = self.text(run.run_id), self.text(run.repeat), self.text(run.job)
+        return f'{{"run_id": {run_id}, "repeat": {repeat}, {middle}, "job": {job}}}'
+
+    def line(self, obj: Any, names: tuple[str, ...] | None = None) -> str:
+        """json.dumps of the dataclass `obj`'s fields (or of `names` only, in that order)."""
+        fields = names or obj.__dataclass_fields__
+        return "{" + ", ".join(f'"{name}": {self.text(getattr(obj, name))}' for name in fields) + "}"
+
+    def text(self, value: Any) -> str:
+        """json.dumps(value); strings and other objects are encoded once."""
+        cls = type(value)
+        if cls is int:
+            return int.__repr__(value)
+        if cls is str:
+            text = self._strings.get(value)
+            if text is None:
+                text = self._strings[value] = _encode_string(value)
+            return text
+        cached = self._objects.get(id(value))
+        if cached is None:
+            cached = self._objects[id(value)] = (value, json.dumps(value))
+        return cached[1]
 
 
 _encode_string = json.encoder.encode_basestring_ascii
+_RUN_FIELDS = tuple(PlanRun.__dataclass_fields__)
+_POINT_FIELDS = _RUN_FIELDS[2:-1]  # params ... command; run_line writes run_id, repeat and job itself
+if _RUN_FIELDS[:2] + _RUN_FIELDS[-1:] != ("run_id", "repeat", "job"):
+    raise RuntimeError("_JsonLines.run_line expects PlanRun to start with run_id, repeat and end with job")
 
 
 def plan_json_text(plan: Plan, lines: _JsonLines | None = None, run_lines: list[str] | None = None) -> str:
@@ -636,11 +654,11 @@ def plan_json_text(plan: Plan, lines: _JsonLines | None = None, run_lines: list[
         ("system", plan.system),
         ("scheduler", plan.scheduler),
         ("workspace", plan.workspace),
-        ("runs", run_lines if run_lines is not None else [lines.line(r) for r in plan.runs]),
+        ("runs", run_lines if run_lines is not None else [lines.run_line(r) for r in plan.runs]),
         ("jobs", [lines.line(j) for j in plan.jobs]),
     ]
     if plan.previous_runs:
-        items.append(("previous_runs", [lines.line(r) for r in plan.previous_runs]))
+        items.append(("previous_runs", [lines.run_line(r) for r in plan.previous_runs]))
     out = ["{"]
     for i, (key, value) in enumerate(items):
         comma = "," if i < len(items) - 1 else ""
