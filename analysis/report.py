@@ -367,3 +367,13 @@ def build_report(workspace: str | os.PathLike[str], jobs: int = 1) -> Path:
 
     folder = Path(workspace)
     return write_report(load_workspace(folder), folder / "report.html", jobs=jobs)
+
+
+def workspace_findings(workspace: str | os.PathLike[str]) -> list[str]:
+    """The report's findings for one collected workspace, as sentences (what `study run` prints last)."""
+    from analysis.dataset import load_workspace
+    from analysis.nccl_log import algorithm_map
+    from analysis.registry import FigureData
+
+    ds = load_workspace(Path(workspace))
+    return plain_findings(ds, analyse(ds), algorithm_map(FigureData(ds, list(ds.workspaces)).nccl))

@@ -88,11 +88,17 @@ def run(args: argparse.Namespace) -> int:
     return 1 if collected.counts.get("failed") or counts.get("failed") else 0
 
 
-def _report(workspace: Path) -> None:
-    """The analysis report, if this installation has it; its absence is a note, not a failure."""
+def _report(workspace: Path, max_findings: int = 5) -> None:
+    """The analysis report and its first findings, if this installation has it (else a note)."""
     try:
-        from analysis.report import build_report
+        from analysis.report import build_report, workspace_findings
     except ImportError:
         print("note: analysis.report is not available; skipped the report", file=sys.stderr)
         return
-    print(f"report: {build_report(workspace)}")
+    path = build_report(workspace)
+    found = workspace_findings(workspace)
+    for sentence in found[:max_findings]:
+        print(f"  - {sentence}")
+    if len(found) > max_findings:
+        print(f"  ({len(found) - max_findings} more findings in the report)")
+    print(f"report: {path}")
