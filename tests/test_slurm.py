@@ -72,6 +72,13 @@ def test_completed_and_failed_jobs_through_squeue_then_sacct(
             JobState.FAILED,
         }
         counts = wait(session, interval_s=0.3)
+        # A run is judged done from its exit.json; the job script may still be finishing then, so wait
+        # (bounded) until Slurm reports both jobs ended.
+        deadline = time.monotonic() + 60
+        while not all(JobState(j.state).terminal for j in session.state.jobs() if j.state):
+            assert time.monotonic() < deadline, "the jobs never ended"
+            time.sleep(0.3)
+            refresh(session)
         jobs = {j.runs[0]: j for j in session.state.jobs()}
         finished = session.scheduler.poll([j.job_id for j in jobs.values()])
         bad_reason = session.state.run("bad").reason or ""
