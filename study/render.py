@@ -97,10 +97,6 @@ def env_name(value: Any) -> Shell:
     return Shell(str(value))
 
 
-def _finalize(value: Any) -> Any:
-    return shell_quote(value)
-
-
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
@@ -137,7 +133,7 @@ def template_environment() -> jinja2.Environment:
             lstrip_blocks=True,
             keep_trailing_newline=True,
             autoescape=False,
-            finalize=_finalize,
+            finalize=shell_quote,
         )
         env.filters.update(q=shell_quote, directive=directive, envname=env_name)
         _ENV = env
