@@ -40,8 +40,13 @@ SERIES_COLORS: dict[str, str] = {
     "reference": "#56B4E9",
     "nccl-ring": "#56B4E9",
     "nccl-tree": "#000000",
+    "reference-ring": "#F0E442",
+    "reference-rd": "#882255",
+    "reference-rabenseifner": "#44AA99",
+    "reference-tree": "#999933",
     "compute": "#0072B2",
     "comm": "#D55E00",
+    "communication": "#D55E00",
     "other": "#BBBBBB",
 }
 

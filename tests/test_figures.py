@@ -150,3 +150,14 @@ def test_one_panel_per_topology_when_gpus_per_node_vary(tmp_path, monkeypatch):
     assert "GPUs" in seen["speedup_heatmap"][1]
     heat = pd.read_csv(tmp_path / "speedup_heatmap.csv")
     assert sorted(heat["world_size"].unique()) == [2, 4, 8] and len(heat) == 3 * 6
+
+
+def test_recurring_series_have_distinct_colours():
+    # Components of a breakdown and the all-reduce backends are drawn side by side: no two may share a colour.
+    from analysis.breakdown import COMPONENT_OF_TYPE
+    from analysis.style import color_for
+    from collectives.api import BACKENDS
+
+    for names in (sorted(set(COMPONENT_OF_TYPE.values())), sorted(BACKENDS)):
+        colours = [color_for(name, i) for i, name in enumerate(names)]
+        assert len(set(colours)) == len(colours), dict(zip(names, colours, strict=True))
