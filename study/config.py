@@ -115,8 +115,16 @@ def size_range(value: Mapping[str, Any]) -> dict[str, int]:
 
 # The backends of collectives.api (BACKENDS there); study never imports the payload, so they are listed here.
 ALLREDUCE_CHOICES = (
-    "nccl", "nvrar", "one-shot", "two-shot", "gloo", "reference",
-    "reference-ring", "reference-rd", "reference-rabenseifner", "reference-tree",
+    "nccl",
+    "nvrar",
+    "one-shot",
+    "two-shot",
+    "gloo",
+    "reference",
+    "reference-ring",
+    "reference-rd",
+    "reference-rabenseifner",
+    "reference-tree",
 )
 DTYPES = ("bf16", "fp16", "fp32")
 
