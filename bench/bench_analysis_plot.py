@@ -1,6 +1,6 @@
 """Time `study plot` and `study report` on a synthetic 100k-row collective dataset (plus an inference sweep).
 
-Run: .venv/bin/python -m bench.analysis_plot [ROWS_TARGET]. Prints one line per stage; results go to
+Run: .venv/bin/python -m bench.bench_analysis_plot [ROWS_TARGET]. Prints one line per stage; results go to
 bench/RESULTS-analysis.md by hand.
 """
 
