@@ -9,9 +9,10 @@ half-written figure.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from study.results import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     import pandas as pd
@@ -51,10 +52,6 @@ SERIES_COLORS: dict[str, str] = {
 }
 
 DPI = 150
-
-# mkstemp creates files readable by the owner only; figures are shared, so give them the usual mode.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 _RC: dict[str, Any] = {
     "figure.figsize": (6.4, 4.2),
@@ -102,21 +99,6 @@ def marker_for(index: int) -> str:
     return MARKERS[index % len(MARKERS)]
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_figure(
     fig: Figure,
     points_df: pd.DataFrame,
@@ -134,9 +116,9 @@ def save_figure(
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
     try:
-        _atomic(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
-        _atomic(paths["pdf"], lambda tmp: fig.savefig(tmp, format="pdf"))
-        _atomic(paths["csv"], lambda tmp: points_df.to_csv(tmp, index=False))
+        atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+        atomic_write(paths["pdf"], lambda tmp: fig.savefig(tmp, format="pdf"))
+        atomic_write(paths["csv"], lambda tmp: points_df.to_csv(tmp, index=False))
     finally:
         plt.close(fig)
     return paths

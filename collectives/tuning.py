@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from study.results import atomic_write_text
 
 PROTOCOLS = ("ll", "simple")
 MAX_BLOCKS = 32
@@ -104,12 +105,7 @@ class TuningTable:
         except (OSError, ValueError):
             data = {}
         data[self.key] = {str(size): asdict(p) for size, p in self.entries.items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".nvrar-tuning.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def tune(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from study.results import ResultError, flatten_timers, read_result
+from study.results import ResultError, atomic_write, flatten_timers, read_result
 from study.schedulers.base import JobState, exit_reason
 
 ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
@@ -393,16 +392,5 @@ def _frame(pd: Any, rows: list[dict[str, Any]], first: Iterable[str]):
 
 def write_table(frame: Any, stem: Path) -> None:
     """stem.parquet and stem.csv, each through a temporary file in the same folder and a rename."""
-    for suffix, writer in (
-        (".parquet", lambda f, p: f.to_parquet(p, index=False)),
-        (".csv", lambda f, p: f.to_csv(p, index=False)),
-    ):
-        target = stem.with_suffix(suffix)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            writer(frame, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    atomic_write(stem.with_suffix(".parquet"), lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(stem.with_suffix(".csv"), lambda tmp: frame.to_csv(tmp, index=False))

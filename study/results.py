@@ -14,7 +14,7 @@ import re
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,24 +177,47 @@ def default_results_path(explicit: str | os.PathLike[str] | None = None) -> Path
     return Path(explicit or os.environ.get(ENV_RESULTS) or "results.json")
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write through a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes files readable by their owner only; results, tables and figures are shared within a
+# project, so the renamed file gets the mode a plain open() would have given it.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Let `write(tmp_path)` fill a temporary file beside `path`, then rename it over `path`.
+
+    Readers see the old file or the whole new one, never a part; on any error the temporary file is
+    removed and `path` is untouched. Every atomic write of the project goes through here.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        write(tmp)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """`text` written atomically and fsynced before the rename (results and state must survive a crash)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def write_result(result: Mapping[str, Any], path: str | os.PathLike[str] | None = None) -> Path:
