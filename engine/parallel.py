@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from collectives import api
 from engine.config import ConfigError, ModelArgs
 
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
@@ -50,29 +51,11 @@ def _all_gather_fake(x: torch.Tensor, handle: int, world: int) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], x.shape[-1] * world))
 
 
-class TorchAllReduce:
-    """torch.distributed.all_reduce on the group's own backend (nccl or gloo)."""
-
-    def __init__(self, name: str, group: dist.ProcessGroup | None) -> None:
-        self.name = name
-        self.group = group
-
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, group=self.group)
-        return tensor
-
-
 def make_backend(
     name: str | None, group: dist.ProcessGroup, gpus_per_node: int, device: torch.device, flag: str
 ) -> AllReduce:
     """The all-reduce called `name` from collectives.api; the group's own backend when `name` is None."""
-    backend = dist.get_backend(group)
-    if name is None or name == backend:
-        return TorchAllReduce(backend, group)
-    try:
-        from collectives import api
-    except ImportError as exc:
-        raise ConfigError(flag, f"{name!r} needs collectives.api, which is not importable: {exc}") from exc
+    name = name or str(dist.get_backend(group))
     try:
         return api.make_allreduce(name, group=group, gpus_per_node=gpus_per_node, device=device)
     except api.AllReduceUnavailable as exc:
