@@ -5,9 +5,13 @@ Modes (bench/bench_engine_gpu.sh runs them in one device call):
   engine          ms per decode step and prefill time of engine.generate at each --batches
   hf              Hugging Face LlamaForCausalLM.generate, same shape, random weights
   overhead        the breakdown timers' own cost: eager decode with and without --breakdown
+  attention       the fused decode attention (engine/kernels.py) against the SDPA path it replaces:
+                  largest difference on random bf16 data, and time per layer inside a CUDA graph
 Each writes one JSON file (--out); `report` prints the table from them.
 The floor of a decode step is (weight bytes + KV-cache bytes of that step) / read bandwidth; weight
-bytes count every parameter (16.06 GB for Llama-3.1-8B in bf16), as in the study's baseline.
+bytes count every parameter (16.06 GB for Llama-3.1-8B in bf16), as in the study's baseline. The
+strict floor counts only what a step must read: every weight but the embedding table (one row per
+sequence), plus the same KV bytes.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def kv_bytes_per_step(
 
 
 def bench_engine(
-    batch: int, prompt: int, decode: int, model: str, compile: bool, repeats: int
+    batch: int, prompt: int, decode: int, model: str, compile: bool, repeats: int, attention: str = "auto"
 ) -> dict[str, Any]:
     args = PRESETS[model]
     par = make_parallel(1, 1, device=torch.device("cuda"))
@@ -83,6 +87,7 @@ def bench_engine(
         decode_len=decode,
         dtype=torch.bfloat16,
         compile=compile,
+        decode_attention=attention,
     )
     torch.cuda.synchronize()
     init_s = time.perf_counter() - t0
@@ -110,6 +115,7 @@ def bench_engine(
         "prompt": prompt,
         "decode": decode,
         "compile": compile,
+        "decode_attention": eng.decode_attention,
         "init_s": init_s,
         "first_generate_s": first_s,
         "tbt_ms": tbt,
@@ -120,6 +126,7 @@ def bench_engine(
         "kv_bytes_needed": kv_need,
         "kv_bytes_read": kv_read,
         "floor_ms": (wbytes + kv_need) / (READ_TBPS * 1e9),
+        "floor_strict_ms": (wbytes - (args.vocab_size - batch) * args.dim * 2 + kv_need) / (READ_TBPS * 1e9),
         "prefill_tflop": prefill_flop / 1e12,
         "tokens_equal_across_runs": all(torch.equal(g.tokens, runs[0].tokens) for g in runs),
     }
@@ -153,8 +160,90 @@ def profile_decode(eng: Engine, prompt: int, batch: int, steps: int = 20) -> dic
     return {
         "kernel_ms_per_step": sum(r[0] for r in rows),
         "kernels_per_step": sum(r[1] for r in rows),
-        "top_kernels": [{"ms_per_step": ms, "calls_per_step": n, "name": k[:120]} for ms, n, k in rows[:12]],
+        "top_kernels": [{"ms_per_step": ms, "calls_per_step": n, "name": k[:120]} for ms, n, k in rows[:25]],
     }
+
+
+def bench_attention(batch: int, cache: int, pos: int, layers: int = 32) -> dict[str, Any]:
+    """Fused decode attention against the SDPA path (RoPE, cache write, masked SDPA), Llama-3.1-8B heads.
+
+    Both run `layers` times (one cache pair each, as in a step) inside one CUDA graph; ms per layer is
+    the graph's replay time divided by `layers`. The difference is taken on fresh random bf16 data
+    against an fp32 SDPA over the same rounded inputs.
+    """
+    import torch.nn.functional as F
+
+    from engine import kernels
+    from engine.model import apply_rope
+
+    h, kv, hd = 32, 8, 128
+    rep = h // kv
+    g = torch.Generator(device="cuda").manual_seed(batch * 7 + pos)
+    qkv = [torch.randn(batch, 1, (h + 2 * kv) * hd, device="cuda", generator=g, dtype=torch.bfloat16)
+           for _ in range(layers)]  # fmt: skip
+    kcs = [
+        torch.randn(batch, kv, cache, hd, device="cuda", generator=g, dtype=torch.bfloat16)
+        for _ in range(layers)
+    ]
+    vcs = [
+        torch.randn(batch, kv, cache, hd, device="cuda", generator=g, dtype=torch.bfloat16)
+        for _ in range(layers)
+    ]
+    freqs = torch.outer(
+        torch.arange(cache, device="cuda").float(), 1 / (500000 ** (torch.arange(0, hd, 2).cuda() / hd))
+    )
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos(), emb.sin()
+    p = torch.tensor([pos], device="cuda")
+    positions = torch.arange(cache, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+
+    def sdpa(i: int) -> torch.Tensor:
+        q, k, v = qkv[i].split([h * hd, kv * hd, kv * hd], -1)
+        c, s = cos[p], sin[p]
+        q = apply_rope(q.view(batch, 1, h, hd).transpose(1, 2), c, s)
+        k = apply_rope(k.view(batch, 1, kv, hd).transpose(1, 2), c, s)
+        kcs[i][:, :, p] = k
+        vcs[i][:, :, p] = v.view(batch, 1, kv, hd).transpose(1, 2)
+        mask = (positions <= p).view(1, 1, 1, -1)
+        return F.scaled_dot_product_attention(q.view(batch, kv, rep, hd), kcs[i], vcs[i], attn_mask=mask)
+
+    def fused(i: int) -> torch.Tensor:
+        return kernels.decode_attention(qkv[i], kcs[i], vcs[i], cos, sin, p, h, sms)
+
+    # Correctness: the fused output against fp32 attention over the caches the SDPA path wrote.
+    y_fused = fused(0)
+    k_fused, v_fused = kcs[0][:, :, pos].clone(), vcs[0][:, :, pos].clone()
+    y_sdpa = sdpa(0).reshape(batch, h * hd)
+    q = apply_rope(qkv[0][..., : h * hd].view(batch, 1, h, hd).transpose(1, 2), cos[p], sin[p])
+    mask = (positions <= p).view(1, 1, 1, -1)
+    y_ref = F.scaled_dot_product_attention(
+        q.view(batch, kv, rep, hd).float(), kcs[0].float(), vcs[0].float(), attn_mask=mask
+    ).reshape(batch, h * hd)
+    out: dict[str, Any] = {
+        "batch": batch,
+        "cache": cache,
+        "pos": pos,
+        "max_abs_fused_vs_fp32": (y_fused.float() - y_ref).abs().max().item(),
+        "max_abs_sdpa_vs_fp32": (y_sdpa.float() - y_ref).abs().max().item(),
+        "cache_write_equal": bool(
+            torch.equal(k_fused, kcs[0][:, :, pos]) and torch.equal(v_fused, vcs[0][:, :, pos])
+        ),
+    }
+    for name, fn in (("sdpa", sdpa), ("fused", fused)):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for i in range(layers):
+                fn(i)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(layers):
+                fn(i)
+        out[f"{name}_us_per_layer"] = cuda_ms(graph.replay, 50) * 1000 / layers
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def bench_hf(batch: int, prompt: int, new_tokens: int) -> dict[str, Any]:
@@ -266,7 +355,8 @@ def report(files: list[str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("ceilings", "engine", "hf", "overhead", "report"))
+    p.add_argument("mode", choices=("ceilings", "engine", "hf", "overhead", "attention", "report"))
+    p.add_argument("--decode-attention", default="auto", choices=("auto", "sdpa", "fused"))
     p.add_argument("--model", default="llama3.1-8b")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--prompt-len", type=int, default=512)
@@ -288,9 +378,22 @@ def main() -> None:
         result["engine"] = []
         for b in batches:
             result["engine"].append(
-                bench_engine(b, ns.prompt_len, ns.decode_len, ns.model, not ns.no_compile, ns.repeats)
+                bench_engine(
+                    b,
+                    ns.prompt_len,
+                    ns.decode_len,
+                    ns.model,
+                    not ns.no_compile,
+                    ns.repeats,
+                    ns.decode_attention,
+                )
             )
             Path(ns.out).write_text(json.dumps(result, indent=1))
+    elif ns.mode == "attention":
+        cache = ns.prompt_len + ns.decode_len
+        result["attention"] = [
+            bench_attention(b, c, c - 1 - ns.decode_len // 2) for c in (cache, 4 * cache) for b in batches
+        ]
     elif ns.mode == "hf":
         result["hf"] = [bench_hf(b, ns.prompt_len, ns.hf_new_tokens) for b in batches]
     else:

@@ -160,12 +160,28 @@ class RunConfig:
     warmup: int = 1
     gpus_per_node: int | None = None
     results: str | None = None
+    decode_attention: str = "auto"
 
     def as_params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results"}
 
 
 DTYPES = ("bf16", "fp16", "fp32")
+DECODE_ATTENTION = ("auto", "sdpa", "fused")
+
+
+def choose_decode_attention(choice: str, device: Any) -> str:
+    """`sdpa` or `fused` for `--decode-attention`: auto takes the fused kernels wherever they run on a GPU."""
+    from engine import kernels
+
+    if choice not in DECODE_ATTENTION:
+        raise ConfigError("--decode-attention", f"{choice!r} is not one of {', '.join(DECODE_ATTENTION)}")
+    ok, why = kernels.available(device)
+    if choice == "auto":
+        return "fused" if ok and device.type == "cuda" else "sdpa"
+    if choice == "fused" and not ok:
+        raise ConfigError("--decode-attention", f"fused is not available here: {why}")
+    return choice
 
 
 def resolve_model(cfg: RunConfig) -> ModelArgs:

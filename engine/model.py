@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine import kernels
 from engine.config import ModelArgs
 from engine.parallel import Parallel, Shard
 
@@ -64,6 +65,7 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(args.dim, (self.n_heads + 2 * self.n_kv) * self.hd, bias=False)
         self.wo = nn.Linear(self.n_heads * self.hd, args.dim, bias=False)
         self.par = par
+        self.fused_sms = 0  # > 0: decode through engine.kernels (set by StageModel.setup_cache)
 
     def forward(
         self,
@@ -75,11 +77,16 @@ class Attention(nn.Module):
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
         b, length, _ = x.shape
-        q, k, v = self.wqkv(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
+        qkv = self.wqkv(x)
+        kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
+        if input_pos is not None and self.fused_sms:
+            # cos/sin are the whole tables here: the kernels read the row of `input_pos` themselves.
+            y = kernels.decode_attention(qkv, kc, vc, cos, sin, input_pos, self.n_heads, self.fused_sms)
+            return self.wo(y.view(b, 1, -1))
+        q, k, v = qkv.split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
         q = apply_rope(q.view(b, length, self.n_heads, self.hd).transpose(1, 2), cos, sin)
         k = apply_rope(k.view(b, length, self.n_kv, self.hd).transpose(1, 2), cos, sin)
         v = v.view(b, length, self.n_kv, self.hd).transpose(1, 2)
-        kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
         rep = self.n_heads // self.n_kv
         if input_pos is None:
             # Prefill from position 0: causal attention over the fresh keys; the cache is only written.
@@ -151,10 +158,14 @@ class StageModel(nn.Module):
         self.norm = RMSNorm(args.dim, args.norm_eps) if last else None
         self.output = nn.Linear(args.dim, len(shard.vocab), bias=False) if last else None
 
-    def setup_cache(self, micro_batches: int, mb_size: int, seq_len: int) -> None:
-        """Allocate the static KV cache (one slot per micro-batch) and the RoPE tables for `seq_len`."""
+    def setup_cache(self, micro_batches: int, mb_size: int, seq_len: int, fused_decode: bool = False) -> None:
+        """Allocate the static KV cache (one slot per micro-batch) and the RoPE tables for `seq_len`;
+        `fused_decode` sends decode attention through engine.kernels (RoPE, cache write, split-KV)."""
         p = next(self.parameters())
+        sms = torch.cuda.get_device_properties(p.device).multi_processor_count if p.is_cuda else 1
+        self.fused_decode = fused_decode
         for block in self.layers:
+            block.attention.fused_sms = sms if fused_decode else 0
             shape = (mb_size, block.attention.n_kv, seq_len, self.args.head_dim)
             # One buffer per micro-batch, written in place by index: a view of a shared buffer would make
             # the compiled step copy the whole cache at every token.
@@ -181,6 +192,8 @@ class StageModel(nn.Module):
         if input_pos is None:
             length = x.shape[1]
             cos, sin, mask = self.cos[:length], self.sin[:length], None
+        elif self.fused_decode:
+            cos, sin, mask = self.cos, self.sin, None
         else:
             cos, sin = self.cos[input_pos], self.sin[input_pos]
             mask = (self.positions <= input_pos).view(1, 1, 1, -1)

@@ -12,7 +12,14 @@ import sys
 import traceback
 from typing import Any
 
-from engine.config import ConfigError, RunConfig, read_prompt_file, resolve_model, validate
+from engine.config import (
+    ConfigError,
+    RunConfig,
+    choose_decode_attention,
+    read_prompt_file,
+    resolve_model,
+    validate,
+)
 from study import results as study_results
 
 
@@ -59,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compile: mode reduce-overhead (CUDA graphs)",
     )
     p.add_argument(
+        "--decode-attention",
+        default="auto",
+        choices=("auto", "sdpa", "fused"),
+        help="decode attention: fused Triton kernels (RoPE, cache write, split-KV) or SDPA; "
+        "auto = fused on GPUs with Triton, else SDPA",
+    )
+    p.add_argument(
         "--breakdown", action="store_true", help="time each part of a layer (eager; max/mean over ranks)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of random weights and prompts")
@@ -101,6 +115,7 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         warmup=ns.warmup,
         gpus_per_node=ns.gpus_per_node,
         results=ns.results,
+        decode_attention=ns.decode_attention,
     )
 
 
@@ -177,6 +192,9 @@ def run(
     if device_type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device", "cuda asked for but torch sees no GPU")
     dtype = DTYPES[cfg.dtype or ("bf16" if device_type == "cuda" else "fp32")]
+    # Refused here, before any process group or allocation, when --decode-attention fused cannot run.
+    attention = choose_decode_attention(cfg.decode_attention, torch.device(device_type))
+    result["provenance"]["decode_attention"] = attention
     if info.world_size > 1:
         init_distributed("nccl" if device_type == "cuda" else "gloo")
     device = (
@@ -211,6 +229,7 @@ def run(
         weights=cfg.weights,
         compile=cfg.compile,
         cuda_graphs=cfg.cuda_graphs,
+        decode_attention=cfg.decode_attention,
     )
     prompts = (
         torch.tensor(prompt_ids)

@@ -1,0 +1,303 @@
+"""Fused decode attention for one new token per sequence: RoPE, the KV-cache write and split-KV attention.
+
+Why: at batch 1 a decode step of an 8B model is 32 layers of matrix-vector products at the weight floor
+plus, per layer, a handful of small kernels whose fixed costs add up. The attention part alone was
+five kernels (RoPE of q, RoPE of k, two cache writes, cuDNN attention at 16 µs over 2.6 MB); here it
+is two, and the attention reads only the positions written so far, split over many blocks
+(flash-decoding) so that 8 KV heads at batch 1 still spread over the GPU.
+
+Kernel 1 (`_partial`), grid (batch × kv_heads, splits): each program ropes the query heads of one KV
+group, attends over its slice of the cached positions before `pos`, and writes its running max, sum
+and unnormalised output per query head. Kernel 2 (`_combine`), grid (batch × kv_heads, query heads per
+group): merges the slices and the new token's own key and value (taken from the QKV projection, so no
+program reads a cache slot another one writes), writes the output, and the group's first program
+writes the roped key and the value into the cache at `pos`.
+
+Needs Triton (shipped with CUDA builds of torch); `available()` says whether it can run. Under
+`TRITON_INTERPRET=1` the same kernels run on CPU tensors, which is how the tests check them without a
+GPU. Numerics follow the SDPA path of engine/model.py: RoPE in fp32, q and k rounded to the model's
+dtype, scores and softmax in fp32, probabilities rounded to the model's dtype before the product with V.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU builds of torch come without Triton
+    triton = None
+    tl = None
+
+BLOCK_S = 32  # cached positions per inner step of a split
+MAX_SPLITS = 128  # the combine kernel loads every split of a group at once
+
+
+def available(device: torch.device) -> tuple[bool, str]:
+    """Whether the fused kernels can run on `device`, and why not."""
+    if triton is None:
+        return False, "Triton is not installed (CPU builds of torch come without it)"
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return True, ""
+    return False, f"the fused decode attention runs on CUDA (or with TRITON_INTERPRET=1), not on {device}"
+
+
+def split_len(batch_kv: int, max_len: int, sms: int) -> int:
+    """Positions per split: enough splits for about two programs per SM, each a whole number of blocks."""
+    want = max(1, (2 * sms) // max(batch_kv, 1))
+    per = max(BLOCK_S, -(-max_len // want))
+    per = -(-per // BLOCK_S) * BLOCK_S
+    while -(-max_len // per) > MAX_SPLITS:
+        per += BLOCK_S
+    return per
+
+
+if triton is not None:
+
+    @triton.jit
+    def _rope_rows(base, stride_row, rows, n_rows, c, s, HALF: tl.constexpr, OUT_DTYPE: tl.constexpr):
+        """Load `rows` (masked to `n_rows`) of head vectors at `base`, apply rotate-half RoPE in fp32,
+        and round to the model's dtype as the SDPA path does; returns the two halves in fp32."""
+        d = tl.arange(0, HALF)
+        mask = rows[:, None] < n_rows
+        ptr = base + rows[:, None] * stride_row + d[None, :]
+        a = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(ptr + HALF, mask=mask, other=0.0).to(tl.float32)
+        ra = (a * c[None, :] - b * s[None, :]).to(OUT_DTYPE).to(tl.float32)
+        rb = (b * c[None, :] + a * s[None, :]).to(OUT_DTYPE).to(tl.float32)
+        return ra, rb
+
+    @triton.jit
+    def _partial(
+        qkv_ptr,
+        kc_ptr,
+        vc_ptr,
+        cos_ptr,
+        sin_ptr,
+        pos_ptr,
+        m_ptr,
+        l_ptr,
+        acc_ptr,
+        stride_qkv_b,
+        stride_c_b,
+        stride_c_h,
+        stride_c_s,
+        n_kv,
+        n_splits,
+        split_len,
+        scale,
+        REP: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        HD: tl.constexpr,
+        BLOCK_S: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
+        pid, split = tl.program_id(0), tl.program_id(1)
+        b, g = pid // n_kv, pid % n_kv
+        pos = tl.load(pos_ptr)
+        start = split * split_len
+        if start < pos:
+            HALF: tl.constexpr = HD // 2
+            d = tl.arange(0, HALF)
+            c = tl.load(cos_ptr + pos * HD + d)
+            s = tl.load(sin_ptr + pos * HD + d)
+            rows = tl.arange(0, BLOCK_R)
+            dtype = kc_ptr.dtype.element_ty
+            qa, qb = _rope_rows(qkv_ptr + b * stride_qkv_b + g * REP * HD, HD, rows, REP, c, s, HALF, dtype)
+            qa, qb = qa.to(dtype), qb.to(dtype)
+            m = tl.full([BLOCK_R], float("-inf"), tl.float32)
+            lsum = tl.zeros([BLOCK_R], tl.float32)
+            acc = tl.zeros([BLOCK_R, HD], tl.float32)
+            end = tl.minimum(start + split_len, pos)
+            cache = b * stride_c_b + g * stride_c_h
+            dfull = tl.arange(0, HD)
+            for s0 in range(start, end, BLOCK_S):
+                p_idx = s0 + tl.arange(0, BLOCK_S)
+                valid = p_idx < end
+                kp = kc_ptr + cache + p_idx[:, None] * stride_c_s
+                ka = tl.load(kp + d[None, :], mask=valid[:, None], other=0.0)
+                kb = tl.load(kp + HALF + d[None, :], mask=valid[:, None], other=0.0)
+                vp = vc_ptr + cache + p_idx[:, None] * stride_c_s + dfull[None, :]
+                v = tl.load(vp, mask=valid[:, None], other=0.0)
+                sc = tl.dot(qa, tl.trans(ka), input_precision=PREC)
+                sc += tl.dot(qb, tl.trans(kb), input_precision=PREC)
+                sc = tl.where(valid[None, :], sc * scale, float("-inf"))
+                m_new = tl.maximum(m, tl.max(sc, 1))
+                p = tl.exp(sc - m_new[:, None])
+                alpha = tl.exp(m - m_new)
+                lsum = lsum * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(dtype), v, input_precision=PREC)
+                m = m_new
+            out = (b * n_kv + g) * n_splits + split
+            keep = rows < REP
+            tl.store(m_ptr + out * REP + rows, m, mask=keep)
+            tl.store(l_ptr + out * REP + rows, lsum, mask=keep)
+            tl.store(acc_ptr + (out * REP + rows[:, None]) * HD + dfull[None, :], acc, mask=keep[:, None])
+
+    @triton.jit
+    def _combine(
+        qkv_ptr,
+        kc_ptr,
+        vc_ptr,
+        cos_ptr,
+        sin_ptr,
+        pos_ptr,
+        m_ptr,
+        l_ptr,
+        acc_ptr,
+        y_ptr,
+        stride_qkv_b,
+        stride_c_b,
+        stride_c_h,
+        stride_c_s,
+        stride_y_b,
+        n_heads,
+        n_kv,
+        n_splits,
+        split_len,
+        scale,
+        REP: tl.constexpr,
+        HD: tl.constexpr,
+        SPLITS: tl.constexpr,
+    ):
+        pid, r = tl.program_id(0), tl.program_id(1)
+        b, g = pid // n_kv, pid % n_kv
+        pos = tl.load(pos_ptr)
+        HALF: tl.constexpr = HD // 2
+        d = tl.arange(0, HALF)
+        dfull = tl.arange(0, HD)
+        c = tl.load(cos_ptr + pos * HD + d)
+        s = tl.load(sin_ptr + pos * HD + d)
+        dtype = kc_ptr.dtype.element_ty
+        one = tl.arange(0, 1)
+        row = qkv_ptr + b * stride_qkv_b
+        qa, qb = _rope_rows(row + (g * REP + r) * HD, HD, one, 1, c, s, HALF, dtype)
+        k_off = row + (n_heads + g) * HD
+        ka, kb = _rope_rows(k_off, HD, one, 1, c, s, HALF, dtype)
+        v_new = tl.load(row + (n_heads + n_kv + g) * HD + dfull).to(tl.float32)
+        s_new = (tl.sum(qa * ka, 1) + tl.sum(qb * kb, 1)) * scale  # [1]
+        used = (pos + split_len - 1) // split_len
+        sp = tl.arange(0, SPLITS)
+        base = (b * n_kv + g) * n_splits
+        ms = tl.load(m_ptr + (base + sp) * REP + r, mask=sp < used, other=float("-inf"))
+        ls = tl.load(l_ptr + (base + sp) * REP + r, mask=sp < used, other=0.0)
+        acc_rows = acc_ptr + ((base + sp[:, None]) * REP + r) * HD + dfull[None, :]
+        accs = tl.load(acc_rows, mask=sp[:, None] < used, other=0.0)
+        m_all = tl.maximum(tl.max(ms, 0), tl.max(s_new, 0))
+        w = tl.where(sp < used, tl.exp(ms - m_all), 0.0)
+        w_new = tl.exp(s_new - m_all)  # [1]
+        # The new token's probability is rounded to the model's dtype before the product, like the others.
+        p_new = w_new.to(dtype).to(tl.float32)
+        num = tl.sum(w[:, None] * accs, 0) + tl.sum(p_new[:, None] * v_new[None, :], 0)
+        den = tl.sum(w * ls, 0) + tl.sum(w_new, 0)
+        tl.store(y_ptr + b * stride_y_b + (g * REP + r) * HD + dfull, (num / den).to(y_ptr.dtype.element_ty))
+        if r == 0:
+            cache = kc_ptr + b * stride_c_b + g * stride_c_h + pos * stride_c_s
+            tl.store(cache + one[:, None] * 0 + d[None, :], ka.to(dtype))
+            tl.store(cache + HALF + one[:, None] * 0 + d[None, :], kb.to(dtype))
+            tl.store(vc_ptr + b * stride_c_b + g * stride_c_h + pos * stride_c_s + dfull, v_new.to(dtype))
+
+
+def _launch(
+    qkv: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    pos: torch.Tensor,
+    n_heads: int,
+    sms: int,
+) -> torch.Tensor:
+    batch, n_kv, max_len, hd = k_cache.shape
+    rep = n_heads // n_kv
+    per = split_len(batch * n_kv, max_len, sms)
+    n_splits = -(-max_len // per)
+    dev = qkv.device
+    m = torch.empty(batch * n_kv * n_splits * rep, dtype=torch.float32, device=dev)
+    lsum = torch.empty_like(m)
+    acc = torch.empty(batch * n_kv * n_splits * rep * hd, dtype=torch.float32, device=dev)
+    y = torch.empty(batch, n_heads * hd, dtype=qkv.dtype, device=dev)
+    q2 = qkv.reshape(batch, -1)
+    scale = 1.0 / math.sqrt(hd)
+    strides = (k_cache.stride(0), k_cache.stride(1), k_cache.stride(2))
+    block_r = max(16, triton.next_power_of_2(rep))
+    # fp32 models keep fp32 products (Triton would use tf32); bf16/fp16 products accumulate in fp32 anyway.
+    prec = "ieee" if qkv.dtype == torch.float32 else "tf32"
+    _partial[(batch * n_kv, n_splits)](
+        q2,
+        k_cache,
+        v_cache,
+        cos,
+        sin,
+        pos,
+        m,
+        lsum,
+        acc,
+        q2.stride(0),
+        *strides,
+        n_kv,
+        n_splits,
+        per,
+        scale,
+        REP=rep,
+        BLOCK_R=block_r,
+        HD=hd,
+        BLOCK_S=BLOCK_S,
+        PREC=prec,
+        num_warps=4,
+    )
+    _combine[(batch * n_kv, rep)](
+        q2,
+        k_cache,
+        v_cache,
+        cos,
+        sin,
+        pos,
+        m,
+        lsum,
+        acc,
+        y,
+        q2.stride(0),
+        *strides,
+        y.stride(0),
+        n_heads,
+        n_kv,
+        n_splits,
+        per,
+        scale,
+        REP=rep,
+        HD=hd,
+        SPLITS=triton.next_power_of_2(n_splits),
+        num_warps=4,
+    )
+    return y
+
+
+@torch.library.custom_op("engine::decode_attention", mutates_args=("k_cache", "v_cache"))
+def decode_attention(
+    qkv: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    pos: torch.Tensor,
+    n_heads: int,
+    sms: int,
+) -> torch.Tensor:
+    """Attention of one new token per sequence; writes its roped key and value into the caches at `pos`.
+
+    qkv: [batch, 1, (n_heads + 2 kv) * head_dim], the fused projection's output (q, then k, then v);
+    k_cache/v_cache: [batch, kv, max_len, head_dim], positions before `pos` filled; cos/sin: [max_len,
+    head_dim] fp32 RoPE tables; pos: a one-element int tensor. Returns [batch, n_heads * head_dim].
+    `sms` (the GPU's multiprocessor count) sizes the split; it is an argument so the graph stays pure.
+    """
+    return _launch(qkv, k_cache, v_cache, cos, sin, pos, n_heads, sms)
+
+
+@decode_attention.register_fake
+def _(qkv, k_cache, v_cache, cos, sin, pos, n_heads, sms):  # noqa: ANN001, ANN202 - the op's signature
+    return qkv.new_empty(qkv.shape[0], n_heads * k_cache.shape[3])

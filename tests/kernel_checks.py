@@ -1,0 +1,93 @@
+"""Checks of engine/kernels.py, run in a child process with TRITON_INTERPRET=1 (tests/test_engine_kernels.py).
+
+Triton decides at import whether a kernel is compiled or interpreted, so these run in a process of their
+own; each prints one JSON line. The reference is the engine's SDPA path: RoPE in fp32, the cache written
+by index, masked scaled_dot_product_attention, computed in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from engine import kernels
+from engine.model import apply_rope
+
+
+def reference(qkv, kc, vc, cos, sin, pos: int, n_heads: int):  # noqa: ANN001, ANN201 - tensors in, out
+    b, n_kv, length, hd = kc.shape
+    q, k, v = qkv.split([n_heads * hd, n_kv * hd, n_kv * hd], -1)
+    c, s = cos[pos : pos + 1], sin[pos : pos + 1]
+    q = apply_rope(q.view(b, 1, n_heads, hd).transpose(1, 2), c, s)
+    k = apply_rope(k.view(b, 1, n_kv, hd).transpose(1, 2), c, s)
+    kc, vc = kc.clone(), vc.clone()
+    kc[:, :, pos : pos + 1] = k
+    vc[:, :, pos : pos + 1] = v.view(b, 1, n_kv, hd).transpose(1, 2)
+    mask = (torch.arange(length) <= pos).view(1, 1, 1, -1)
+    rep = n_heads // n_kv
+    y = F.scaled_dot_product_attention(
+        q.view(b, n_kv, rep, hd).double(), kc.double(), vc.double(), attn_mask=mask
+    )
+    return y.reshape(b, n_heads * hd), kc, vc
+
+
+def check_kernel(
+    dtype: str, b: int, n_heads: int, n_kv: int, hd: int, length: int, pos: int, sms: int
+) -> dict:
+    """Largest errors of the fused kernels against the reference on fresh random data."""
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(hash((b, n_heads, n_kv, hd, length, pos)) % 2**31)
+    qkv = torch.randn(b, 1, (n_heads + 2 * n_kv) * hd, generator=g).to(dt)
+    kc = torch.randn(b, n_kv, length, hd, generator=g).to(dt)
+    vc = torch.randn(b, n_kv, length, hd, generator=g).to(dt)
+    freqs = torch.outer(torch.arange(length).float(), 1 / 10000 ** (torch.arange(0, hd, 2).float() / hd))
+    emb = torch.cat((freqs, freqs), -1)
+    cos, sin = emb.cos(), emb.sin()
+    y_ref, k_ref, v_ref = reference(qkv, kc, vc, cos, sin, pos, n_heads)
+    before_k, before_v = kc.clone(), vc.clone()
+    y = kernels.decode_attention(qkv, kc, vc, cos, sin, torch.tensor([pos]), n_heads, sms)
+    others = torch.arange(length) != pos
+    per = kernels.split_len(b * n_kv, length, sms)
+    return {
+        "splits": -(-length // per),
+        "y_max_abs": (y.double() - y_ref).abs().max().item(),
+        "y_finite": bool(torch.isfinite(y).all()),
+        "k_written_max_abs": (kc[:, :, pos].double() - k_ref[:, :, pos].double()).abs().max().item(),
+        "v_written_equal": bool(torch.equal(vc[:, :, pos], v_ref[:, :, pos])),
+        "others_untouched": bool(
+            torch.equal(kc[:, :, others], before_k[:, :, others])
+            and torch.equal(vc[:, :, others], before_v[:, :, others])
+        ),
+    }
+
+
+def check_engine(batch: int, prompt: int, decode: int) -> dict:
+    """Greedy tokens and logits of the tiny model with fused decode attention against the SDPA path."""
+    from engine.config import PRESETS
+    from engine.generate import Engine, random_prompts
+    from engine.parallel import make_parallel
+
+    args = PRESETS["tiny"]
+    prompts = random_prompts(batch, prompt, args.vocab_size, seed=3)
+    gens = {}
+    for attention in ("sdpa", "fused"):
+        par = make_parallel(1, 1, device=torch.device("cpu"))
+        eng = Engine(
+            args, par, batch_size=batch, prompt_len=prompt, decode_len=decode, decode_attention=attention
+        )
+        gens[attention] = (eng.decode_attention, eng.generate(prompts, keep_logits=True))
+    (name_a, a), (name_b, b) = gens["sdpa"], gens["fused"]
+    return {
+        "chosen": [name_a, name_b],
+        "tokens_equal": bool(torch.equal(a.tokens, b.tokens)),
+        "logits_max_abs": max((x - y).abs().max().item() for x, y in zip(a.logits, b.logits, strict=True)),
+        "steps": len(b.logits),
+    }
+
+
+if __name__ == "__main__":
+    fn = {"kernel": check_kernel, "engine": check_engine}[sys.argv[1]]
+    print(json.dumps(fn(*json.loads(sys.argv[2]))))

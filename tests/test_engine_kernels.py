@@ -1,0 +1,95 @@
+"""The fused decode attention (engine/kernels.py) against the SDPA path, on CPU through Triton's interpreter.
+
+bf16 is not checked here: Triton's interpreter rounds bf16 wrongly (its own matrix product on bf16
+inputs is off by orders of magnitude), so bf16 is checked on a GPU by `bench/bench_engine_gpu.py
+attention` (bench/RESULTS-engine.md). fp32 and fp16 run the same code paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import kernels
+from engine.config import ConfigError, choose_decode_attention
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(kernels.triton is None, reason="Triton is part of the dev extra")
+
+
+def interpreted(kind: str, *args: object) -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "kernel_checks.py"), kind, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# (dtype, batch, heads, kv heads, head dim, cache length, position, SMs): group sizes 1, 4 and 8; one
+# split and many; the position at a split boundary, just past one, the first decode position and the last.
+CASES = [
+    ("float32", 1, 8, 2, 64, 100, 37, 1),
+    ("float32", 2, 4, 4, 32, 200, 64, 64),
+    ("float32", 1, 16, 2, 32, 130, 129, 128),
+    ("float32", 3, 8, 1, 64, 70, 1, 16),
+    ("float16", 2, 8, 2, 64, 150, 65, 132),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_fused_decode_attention_matches_the_sdpa_path(case: tuple) -> None:
+    r = interpreted("kernel", *case)
+    tol = 1e-5 if case[0] == "float32" else 2e-3
+    assert r["y_finite"]
+    assert r["y_max_abs"] < tol, r
+    assert r["k_written_max_abs"] < tol and r["v_written_equal"], r
+    assert r["others_untouched"], r
+
+
+def test_cases_cover_one_and_several_splits() -> None:
+    splits = {-(-c[5] // kernels.split_len(c[1] * c[3], c[5], c[7])) for c in CASES}
+    assert 1 in splits and max(splits) >= 4
+
+
+def test_engine_with_fused_decode_gives_the_same_tokens() -> None:
+    r = interpreted("engine", 2, 12, 6)
+    assert r["chosen"] == ["sdpa", "fused"]
+    assert r["steps"] == 6 and r["tokens_equal"], r
+    assert r["logits_max_abs"] < 1e-4, r
+
+
+def test_choice_of_decode_attention() -> None:
+    assert choose_decode_attention("auto", torch.device("cpu")) == "sdpa"
+    assert choose_decode_attention("sdpa", torch.device("cpu")) == "sdpa"
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        with pytest.raises(ConfigError, match="--decode-attention.*CUDA"):
+            choose_decode_attention("fused", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="--decode-attention"):
+        choose_decode_attention("flash", torch.device("cpu"))
+
+
+def test_cli_refuses_fused_on_cpu_with_exit_2(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.run", "--device", "cpu", "--decode-attention", "fused",
+         "--results", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "--decode-attention" in out.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
