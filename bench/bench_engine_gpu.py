@@ -7,6 +7,8 @@ Modes (bench/bench_engine_gpu.sh runs them in one device call):
   overhead        the breakdown timers' own cost: eager decode with and without --breakdown
   attention       the fused decode attention (engine/kernels.py) against the SDPA path it replaces:
                   largest difference on random bf16 data, and time per layer inside a CUDA graph
+  matvec          engine.kernels.matvec with its fusions against torch (norm, F.linear, add) for each
+                  projection of Llama-3.1-8B: largest difference, time, achieved bandwidth
 Each writes one JSON file (--out); `report` prints the table from them.
 The floor of a decode step is (weight bytes + KV-cache bytes of that step) / read bandwidth; weight
 bytes count every parameter (16.06 GB for Llama-3.1-8B in bf16), as in the study's baseline. The
@@ -74,7 +76,7 @@ def kv_bytes_per_step(
 
 
 def bench_engine(
-    batch: int, prompt: int, decode: int, model: str, compile: bool, repeats: int, attention: str = "auto"
+    batch: int, prompt: int, decode: int, model: str, compile: bool, repeats: int, kernels: str = "auto"
 ) -> dict[str, Any]:
     args = PRESETS[model]
     par = make_parallel(1, 1, device=torch.device("cuda"))
@@ -87,7 +89,7 @@ def bench_engine(
         decode_len=decode,
         dtype=torch.bfloat16,
         compile=compile,
-        decode_attention=attention,
+        decode_kernels=kernels,
     )
     torch.cuda.synchronize()
     init_s = time.perf_counter() - t0
@@ -115,7 +117,7 @@ def bench_engine(
         "prompt": prompt,
         "decode": decode,
         "compile": compile,
-        "decode_attention": eng.decode_attention,
+        "decode_kernels": eng.decode_kernels,
         "init_s": init_s,
         "first_generate_s": first_s,
         "tbt_ms": tbt,
@@ -246,6 +248,85 @@ def bench_attention(batch: int, cache: int, pos: int, layers: int = 32) -> dict[
     return out
 
 
+def _matvec_pair(
+    kind: str, inp: torch.Tensor, w: torch.Tensor, norm: Any, res: torch.Tensor
+) -> tuple[Any, Any]:
+    """The fused call and torch's kernels for the same work, as two closures."""
+    import torch.nn.functional as F
+
+    from engine import kernels
+
+    if kind == "norm":
+        return (lambda: kernels.matvec(inp, w, norm.weight, norm.eps), lambda: F.linear(norm(inp), w))
+    if kind == "res":
+        return (lambda: kernels.matvec(inp, w, residual=res), lambda: res + F.linear(inp, w))
+    gate, up = inp.chunk(2, -1)
+    return (
+        lambda: kernels.matvec(inp, w, swiglu=True, residual=res),
+        lambda: res + F.linear(F.silu(gate) * up, w),
+    )
+
+
+def bench_matvec(rows: int) -> list[dict[str, Any]]:
+    """Each decode projection of Llama-3.1-8B, fused (one kernel) against torch's kernels for the same work.
+
+    Times are triton.testing.do_bench medians, which clear the L2 cache before every call, so each call
+    streams its weight from memory as a decode step does; GB/s counts the weight bytes only.
+    """
+    import triton
+
+    from engine import kernels
+    from engine.model import RMSNorm
+
+    d, f, v = 4096, 14336, 128256
+    g = torch.Generator(device="cuda").manual_seed(rows)
+
+    def rnd(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, device="cuda", generator=g) * scale).to(torch.bfloat16)
+
+    norm = RMSNorm(d, 1e-5).cuda().to(torch.bfloat16)
+    norm.weight.data = rnd(d)
+    x, res = rnd(rows, d), rnd(rows, d)
+    out = []
+    for name, n, k, kind in (
+        ("qkv (norm)", 6144, d, "norm"),
+        ("o (residual)", d, d, "res"),
+        ("gate/up (norm)", 2 * f, d, "norm"),
+        ("down (swiglu, residual)", d, f, "swiglu"),
+        ("head (norm)", v, d, "norm"),
+    ):
+        w = rnd(n, k, scale=k**-0.5)
+        inp = rnd(rows, 2 * k) if kind == "swiglu" else x[:, :k]
+        fused, ref = _matvec_pair(kind, inp, w, norm, res)
+        y, y_ref = fused(), ref()
+        scale = y_ref.float().abs().max().item()
+        t_fused = triton.testing.do_bench(fused, warmup=25, rep=200, return_mode="median")
+        t_ref = triton.testing.do_bench(ref, warmup=25, rep=200, return_mode="median")
+        key = (
+            rows,
+            n,
+            k,
+            2 if kind == "swiglu" else (1 if kind == "norm" else 0),
+            kind != "norm",
+            w.dtype,
+            0,
+        )
+        row = {
+            "rows": rows,
+            "projection": name,
+            "weight_MB": n * k * 2 / 1e6,
+            "fused_us": t_fused * 1000,
+            "torch_us": t_ref * 1000,
+            "fused_GBps": n * k * 2 / t_fused / 1e6,
+            "torch_GBps": n * k * 2 / t_ref / 1e6,
+            "max_abs_diff_rel": (y.float() - y_ref.float()).abs().max().item() / scale,
+            "config": kernels.MATVEC_CHOICE.get(key),
+        }
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
 def bench_hf(batch: int, prompt: int, new_tokens: int) -> dict[str, Any]:
     """HF generate, eager, greedy; ms/step from the difference of a 1-token and an n-token generate."""
     import transformers
@@ -355,8 +436,8 @@ def report(files: list[str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("ceilings", "engine", "hf", "overhead", "attention", "report"))
-    p.add_argument("--decode-attention", default="auto", choices=("auto", "sdpa", "fused"))
+    p.add_argument("mode", choices=("ceilings", "engine", "hf", "overhead", "attention", "matvec", "report"))
+    p.add_argument("--decode-kernels", default="auto", choices=("auto", "torch", "attention", "fused"))
     p.add_argument("--model", default="llama3.1-8b")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--prompt-len", type=int, default=512)
@@ -385,7 +466,7 @@ def main() -> None:
                     ns.model,
                     not ns.no_compile,
                     ns.repeats,
-                    ns.decode_attention,
+                    ns.decode_kernels,
                 )
             )
             Path(ns.out).write_text(json.dumps(result, indent=1))
@@ -394,6 +475,8 @@ def main() -> None:
         result["attention"] = [
             bench_attention(b, c, c - 1 - ns.decode_len // 2) for c in (cache, 4 * cache) for b in batches
         ]
+    elif ns.mode == "matvec":
+        result["matvec"] = [r for b in batches for r in bench_matvec(b)]
     elif ns.mode == "hf":
         result["hf"] = [bench_hf(b, ns.prompt_len, ns.hf_new_tokens) for b in batches]
     else:

@@ -160,27 +160,39 @@ class RunConfig:
     warmup: int = 1
     gpus_per_node: int | None = None
     results: str | None = None
-    decode_attention: str = "auto"
+    decode_kernels: str = "auto"
 
     def as_params(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results"}
 
 
 DTYPES = ("bf16", "fp16", "fp32")
-DECODE_ATTENTION = ("auto", "sdpa", "fused")
+DECODE_KERNELS = ("auto", "torch", "attention", "fused")
 
 
-def choose_decode_attention(choice: str, device: Any) -> str:
-    """`sdpa` or `fused` for `--decode-attention`: auto takes the fused kernels wherever they run on a GPU."""
+def choose_decode_kernels(choice: str, device: Any, rows: int) -> str:
+    """What `--decode-kernels` means here: `torch`, `attention` or `fused` (engine/kernels.py).
+
+    auto takes `fused` on a GPU with Triton when a micro-batch has at most 16 sequences (the fused
+    matrix-vector products' limit), `attention` above that, and `torch` elsewhere.
+    """
     from engine import kernels
 
-    if choice not in DECODE_ATTENTION:
-        raise ConfigError("--decode-attention", f"{choice!r} is not one of {', '.join(DECODE_ATTENTION)}")
+    if choice not in DECODE_KERNELS:
+        raise ConfigError("--decode-kernels", f"{choice!r} is not one of {', '.join(DECODE_KERNELS)}")
     ok, why = kernels.available(device)
     if choice == "auto":
-        return "fused" if ok and device.type == "cuda" else "sdpa"
-    if choice == "fused" and not ok:
-        raise ConfigError("--decode-attention", f"fused is not available here: {why}")
+        if not ok or device.type != "cuda":
+            return "torch"
+        return "fused" if rows <= kernels.MATVEC_MAX_ROWS else "attention"
+    if choice != "torch" and not ok:
+        raise ConfigError("--decode-kernels", f"{choice} is not available here: {why}")
+    if choice == "fused" and rows > kernels.MATVEC_MAX_ROWS:
+        raise ConfigError(
+            "--decode-kernels",
+            f"fused takes at most {kernels.MATVEC_MAX_ROWS} sequences per micro-batch, got {rows} "
+            "(use attention, or more micro-batches)",
+        )
     return choice
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.config import ModelArgs, cache_len, choose_decode_attention, stage_layers
+from engine.config import ModelArgs, cache_len, choose_decode_kernels, stage_layers
 from engine.model import StageModel
 from engine.parallel import Parallel, shard_of
 from engine.timers import Timers
@@ -56,7 +56,7 @@ class Engine:
         weights: str | None = None,
         compile: bool = False,
         cuda_graphs: bool = True,
-        decode_attention: str = "auto",
+        decode_kernels: str = "auto",
     ) -> None:
         lay = par.layout
         self.args, self.par = args, par
@@ -69,9 +69,8 @@ class Engine:
             model = StageModel(args, layers, shard, par, vocab_parallel)
         model = model.to(dtype).to_empty(device=par.device)
         load_weights(model, seed=seed, folder=weights)
-        self.decode_attention = choose_decode_attention(decode_attention, par.device)
-        fused = self.decode_attention == "fused"
-        model.setup_cache(micro_batches, self.mb_size, cache_len(prompt_len, decode_len), fused_decode=fused)
+        self.decode_kernels = choose_decode_kernels(decode_kernels, par.device, self.mb_size)
+        model.setup_cache(micro_batches, self.mb_size, cache_len(prompt_len, decode_len), self.decode_kernels)
         self.model = model.eval()
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.decode = None

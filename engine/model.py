@@ -65,7 +65,7 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(args.dim, (self.n_heads + 2 * self.n_kv) * self.hd, bias=False)
         self.wo = nn.Linear(self.n_heads * self.hd, args.dim, bias=False)
         self.par = par
-        self.fused_sms = 0  # > 0: decode through engine.kernels (set by StageModel.setup_cache)
+        self.fused_sms = 0  # > 0: decode attention through engine.kernels (set by StageModel.setup_cache)
 
     def forward(
         self,
@@ -80,9 +80,7 @@ class Attention(nn.Module):
         qkv = self.wqkv(x)
         kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
         if input_pos is not None and self.fused_sms:
-            # cos/sin are the whole tables here: the kernels read the row of `input_pos` themselves.
-            y = kernels.decode_attention(qkv, kc, vc, cos, sin, input_pos, self.n_heads, self.fused_sms)
-            return self.wo(y.view(b, 1, -1))
+            return self.wo(self.decode_fused(qkv, cos, sin, input_pos, mb).view(b, 1, -1))
         q, k, v = qkv.split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
         q = apply_rope(q.view(b, length, self.n_heads, self.hd).transpose(1, 2), cos, sin)
         k = apply_rope(k.view(b, length, self.n_kv, self.hd).transpose(1, 2), cos, sin)
@@ -105,6 +103,13 @@ class Attention(nn.Module):
             y = y.reshape(b, 1, self.n_heads * self.hd)
         return self.wo(y)
 
+    def decode_fused(
+        self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, input_pos: torch.Tensor, mb: int
+    ) -> torch.Tensor:
+        """RoPE, cache write and attention of one new token in two kernels; cos/sin are the whole tables."""
+        kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
+        return kernels.decode_attention(qkv, kc, vc, cos, sin, input_pos, self.n_heads, self.fused_sms)
+
 
 class FeedForward(nn.Module):
     def __init__(self, args: ModelArgs, shard: Shard) -> None:
@@ -125,6 +130,7 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
         self.feed_forward = FeedForward(args, shard)
         self.par = par
+        self.matvec = False  # decode through engine.kernels.matvec too (set by StageModel.setup_cache)
 
     def forward(
         self,
@@ -135,12 +141,34 @@ class Block(nn.Module):
         mb: int,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
+        if input_pos is not None and self.matvec:
+            return self.decode_fused(x, cos, sin, input_pos, mb)
         with self.par.region("attention", "compute"):
             a = self.attention(self.attention_norm(x), cos, sin, input_pos, mb, mask)
         h = x + self.par.all_reduce(a)
         with self.par.region("mlp", "compute"):
             m = self.feed_forward(self.ffn_norm(h))
         return h + self.par.all_reduce(m)
+
+    def decode_fused(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, input_pos: torch.Tensor, mb: int
+    ) -> torch.Tensor:
+        """The same layer in six kernels: norms fused into the projections after them, SwiGLU into the down
+        projection, and (one TP rank) the residual adds into the projections before them."""
+        b = x.shape[0]
+        x = x.view(b, -1)
+        at, ff, an, fn = self.attention, self.feed_forward, self.attention_norm, self.ffn_norm
+        alone = self.par.layout.tp == 1  # no all-reduce between a projection and its residual add
+        with self.par.region("attention", "compute"):
+            qkv = kernels.matvec(x, at.wqkv.weight, an.weight, an.eps)
+            y = at.decode_fused(qkv, cos, sin, input_pos, mb)
+            a = kernels.matvec(y, at.wo.weight, residual=x if alone else None)
+        h = a if alone else x + self.par.all_reduce(a)
+        with self.par.region("mlp", "compute"):
+            gu = kernels.matvec(h, ff.w13.weight, fn.weight, fn.eps)
+            m = kernels.matvec(gu, ff.w2.weight, swiglu=True, residual=h if alone else None)
+        out = m if alone else h + self.par.all_reduce(m)
+        return out.view(b, 1, -1)
 
 
 class StageModel(nn.Module):
@@ -158,14 +186,22 @@ class StageModel(nn.Module):
         self.norm = RMSNorm(args.dim, args.norm_eps) if last else None
         self.output = nn.Linear(args.dim, len(shard.vocab), bias=False) if last else None
 
-    def setup_cache(self, micro_batches: int, mb_size: int, seq_len: int, fused_decode: bool = False) -> None:
-        """Allocate the static KV cache (one slot per micro-batch) and the RoPE tables for `seq_len`;
-        `fused_decode` sends decode attention through engine.kernels (RoPE, cache write, split-KV)."""
+    def setup_cache(
+        self, micro_batches: int, mb_size: int, seq_len: int, decode_kernels: str = "torch"
+    ) -> None:
+        """Allocate the static KV cache (one slot per micro-batch) and the RoPE tables for `seq_len`.
+
+        `decode_kernels`: `torch` (SDPA and cuBLAS), `attention` (decode attention through
+        engine.kernels: RoPE, cache write, split-KV) or `fused` (also every projection through
+        engine.kernels.matvec, with the norms, SwiGLU and residual adds fused in).
+        """
         p = next(self.parameters())
         sms = torch.cuda.get_device_properties(p.device).multi_processor_count if p.is_cuda else 1
-        self.fused_decode = fused_decode
+        self.fused_decode = decode_kernels in ("attention", "fused")
+        self.matvec = decode_kernels == "fused"
         for block in self.layers:
-            block.attention.fused_sms = sms if fused_decode else 0
+            block.attention.fused_sms = sms if self.fused_decode else 0
+            block.matvec = self.matvec
             shape = (mb_size, block.attention.n_kv, seq_len, self.args.head_dim)
             # One buffer per micro-batch, written in place by index: a view of a shared buffer would make
             # the compiled step copy the whole cache at every token.
@@ -202,7 +238,10 @@ class StageModel(nn.Module):
         if self.output is None:
             return x
         with self.par.region("head", "compute"):
-            logits = self.output(self.norm(x[:, -1])).float()
+            if input_pos is not None and self.matvec:
+                logits = kernels.matvec(x[:, -1], self.output.weight, self.norm.weight, self.norm.eps).float()
+            else:
+                logits = self.output(self.norm(x[:, -1])).float()
         if self.vocab_parallel:
             logits = self.par.all_gather_last(logits)
         return logits

@@ -15,7 +15,7 @@ from typing import Any
 from engine.config import (
     ConfigError,
     RunConfig,
-    choose_decode_attention,
+    choose_decode_kernels,
     read_prompt_file,
     resolve_model,
     validate,
@@ -66,11 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compile: mode reduce-overhead (CUDA graphs)",
     )
     p.add_argument(
-        "--decode-attention",
+        "--decode-kernels",
         default="auto",
-        choices=("auto", "sdpa", "fused"),
-        help="decode attention: fused Triton kernels (RoPE, cache write, split-KV) or SDPA; "
-        "auto = fused on GPUs with Triton, else SDPA",
+        choices=("auto", "torch", "attention", "fused"),
+        help="decode step: torch (SDPA, cuBLAS), attention (our Triton decode attention), fused (also our "
+        "matrix-vector products with norms, SwiGLU and residual adds fused in; up to 16 sequences per "
+        "micro-batch); auto = fused or attention on GPUs with Triton, torch elsewhere",
     )
     p.add_argument(
         "--breakdown", action="store_true", help="time each part of a layer (eager; max/mean over ranks)"
@@ -115,7 +116,7 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
         warmup=ns.warmup,
         gpus_per_node=ns.gpus_per_node,
         results=ns.results,
-        decode_attention=ns.decode_attention,
+        decode_kernels=ns.decode_kernels,
     )
 
 
@@ -192,9 +193,11 @@ def run(
     if device_type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device", "cuda asked for but torch sees no GPU")
     dtype = DTYPES[cfg.dtype or ("bf16" if device_type == "cuda" else "fp32")]
-    # Refused here, before any process group or allocation, when --decode-attention fused cannot run.
-    attention = choose_decode_attention(cfg.decode_attention, torch.device(device_type))
-    result["provenance"]["decode_attention"] = attention
+    # Refused here, before any process group or allocation, when the kernels asked for cannot run.
+    kernels = choose_decode_kernels(
+        cfg.decode_kernels, torch.device(device_type), cfg.batch_size // cfg.micro_batches
+    )
+    result["provenance"]["decode_kernels"] = kernels
     if info.world_size > 1:
         init_distributed("nccl" if device_type == "cuda" else "gloo")
     device = (
@@ -229,7 +232,7 @@ def run(
         weights=cfg.weights,
         compile=cfg.compile,
         cuda_graphs=cfg.cuda_graphs,
-        decode_attention=cfg.decode_attention,
+        decode_kernels=cfg.decode_kernels,
     )
     prompts = (
         torch.tensor(prompt_ids)

@@ -64,8 +64,38 @@ def check_kernel(
     }
 
 
+def check_matvec(dtype: str, rows: int, n: int, k: int, kind: str) -> dict:
+    """engine.kernels.matvec with one fusion against torch's modules for the same work."""
+    from engine.model import RMSNorm
+
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(rows * 1000 + n + k)
+    w = (torch.randn(n, k, generator=g) / k**0.5).to(dt)
+    res = torch.randn(rows, n, generator=g).to(dt)
+    norm = RMSNorm(k, 1e-5).to(dt)
+    norm.weight.data = torch.randn(k, generator=g).to(dt)
+    if kind == "swiglu":
+        x = torch.randn(rows, 2 * k, generator=g).to(dt)
+        gate, up = x.chunk(2, -1)
+        y = kernels.matvec(x, w, swiglu=True, residual=res)
+        ref = res.double() + F.linear(F.silu(gate) * up, w).double()
+    elif kind == "norm":
+        x = torch.randn(rows, k, generator=g).to(dt)
+        y = kernels.matvec(x, w, norm.weight, norm.eps)
+        ref = F.linear(norm(x).double(), w.double())
+    else:
+        x = torch.randn(rows, k, generator=g).to(dt)
+        y = kernels.matvec(x, w)
+        ref = x.double() @ w.double().T
+    return {
+        "shape": list(y.shape),
+        "max_abs": (y.double() - ref).abs().max().item(),
+        "ref_max": ref.abs().max().item(),
+    }
+
+
 def check_engine(batch: int, prompt: int, decode: int) -> dict:
-    """Greedy tokens and logits of the tiny model with fused decode attention against the SDPA path."""
+    """Greedy tokens and logits of the tiny model with each --decode-kernels choice against `torch`."""
     from engine.config import PRESETS
     from engine.generate import Engine, random_prompts
     from engine.parallel import make_parallel
@@ -73,21 +103,23 @@ def check_engine(batch: int, prompt: int, decode: int) -> dict:
     args = PRESETS["tiny"]
     prompts = random_prompts(batch, prompt, args.vocab_size, seed=3)
     gens = {}
-    for attention in ("sdpa", "fused"):
+    for choice in ("torch", "attention", "fused"):
         par = make_parallel(1, 1, device=torch.device("cpu"))
-        eng = Engine(
-            args, par, batch_size=batch, prompt_len=prompt, decode_len=decode, decode_attention=attention
-        )
-        gens[attention] = (eng.decode_attention, eng.generate(prompts, keep_logits=True))
-    (name_a, a), (name_b, b) = gens["sdpa"], gens["fused"]
-    return {
-        "chosen": [name_a, name_b],
-        "tokens_equal": bool(torch.equal(a.tokens, b.tokens)),
-        "logits_max_abs": max((x - y).abs().max().item() for x, y in zip(a.logits, b.logits, strict=True)),
-        "steps": len(b.logits),
-    }
+        eng = Engine(args, par, batch_size=batch, prompt_len=prompt, decode_len=decode, decode_kernels=choice)
+        gens[choice] = (eng.decode_kernels, eng.generate(prompts, keep_logits=True))
+    base = gens["torch"][1]
+    out: dict = {"chosen": [gens[c][0] for c in gens], "steps": len(base.logits)}
+    for choice in ("attention", "fused"):
+        gen = gens[choice][1]
+        out[choice] = {
+            "tokens_equal": bool(torch.equal(base.tokens, gen.tokens)),
+            "logits_max_abs": max(
+                (x - y).abs().max().item() for x, y in zip(base.logits, gen.logits, strict=True)
+            ),
+        }
+    return out
 
 
 if __name__ == "__main__":
-    fn = {"kernel": check_kernel, "engine": check_engine}[sys.argv[1]]
+    fn = {"kernel": check_kernel, "matvec": check_matvec, "engine": check_engine}[sys.argv[1]]
     print(json.dumps(fn(*json.loads(sys.argv[2]))))

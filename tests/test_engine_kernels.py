@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from engine import kernels
-from engine.config import ConfigError, choose_decode_attention
+from engine.config import ConfigError, choose_decode_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(kernels.triton is None, reason="Triton is part of the dev extra")
@@ -62,28 +62,54 @@ def test_cases_cover_one_and_several_splits() -> None:
     assert 1 in splits and max(splits) >= 4
 
 
+# (dtype, rows, N, K, fusion): one row (multiply-and-sum) and several (tensor-core path); N and K not
+# multiples of any block; each prologue and the residual epilogue.
+MATVEC_CASES = [
+    ("float32", 1, 70, 300, "none"),
+    ("float32", 1, 33, 1100, "norm"),
+    ("float32", 3, 50, 200, "swiglu"),
+    ("float16", 16, 40, 520, "norm"),
+    ("float16", 2, 24, 96, "swiglu"),
+]
+
+
+@pytest.mark.parametrize("case", MATVEC_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_fused_matvec_matches_torch(case: tuple) -> None:
+    r = interpreted("matvec", *case)
+    assert r["shape"] == [case[1], case[2]]
+    tol = 1e-5 if case[0] == "float32" else 4e-3
+    assert r["max_abs"] <= tol * max(1.0, r["ref_max"]), r
+
+
 def test_engine_with_fused_decode_gives_the_same_tokens() -> None:
     r = interpreted("engine", 2, 12, 6)
-    assert r["chosen"] == ["sdpa", "fused"]
-    assert r["steps"] == 6 and r["tokens_equal"], r
-    assert r["logits_max_abs"] < 1e-4, r
+    assert r["chosen"] == ["torch", "attention", "fused"] and r["steps"] == 6
+    for choice in ("attention", "fused"):
+        assert r[choice]["tokens_equal"], r
+        assert r[choice]["logits_max_abs"] < 1e-4, r
 
 
-def test_choice_of_decode_attention() -> None:
-    assert choose_decode_attention("auto", torch.device("cpu")) == "sdpa"
-    assert choose_decode_attention("sdpa", torch.device("cpu")) == "sdpa"
+def test_choice_of_decode_kernels() -> None:
+    cpu = torch.device("cpu")
+    assert choose_decode_kernels("auto", cpu, 1) == "torch"
+    assert choose_decode_kernels("torch", cpu, 64) == "torch"
     if os.environ.get("TRITON_INTERPRET") != "1":
-        with pytest.raises(ConfigError, match="--decode-attention.*CUDA"):
-            choose_decode_attention("fused", torch.device("cpu"))
-    with pytest.raises(ConfigError, match="--decode-attention"):
-        choose_decode_attention("flash", torch.device("cpu"))
+        with pytest.raises(ConfigError, match="--decode-kernels.*CUDA"):
+            choose_decode_kernels("attention", cpu, 1)
+    with pytest.raises(ConfigError, match="--decode-kernels"):
+        choose_decode_kernels("flash", cpu, 1)
+    if kernels.available(torch.device("cuda"))[0]:
+        assert choose_decode_kernels("auto", torch.device("cuda"), 16) == "fused"
+        assert choose_decode_kernels("auto", torch.device("cuda"), 17) == "attention"
+        with pytest.raises(ConfigError, match="at most 16 sequences"):
+            choose_decode_kernels("fused", torch.device("cuda"), 17)
 
 
 def test_cli_refuses_fused_on_cpu_with_exit_2(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.pop("TRITON_INTERPRET", None)
     out = subprocess.run(
-        [sys.executable, "-m", "engine.run", "--device", "cpu", "--decode-attention", "fused",
+        [sys.executable, "-m", "engine.run", "--device", "cpu", "--decode-kernels", "fused",
          "--results", str(tmp_path / "r.json")],
         capture_output=True,
         text=True,
@@ -91,5 +117,5 @@ def test_cli_refuses_fused_on_cpu_with_exit_2(tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 2, out.stderr
-    assert "--decode-attention" in out.stderr
+    assert "--decode-kernels" in out.stderr
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
