@@ -267,14 +267,29 @@ def _matvec_pair(
     )
 
 
+def _graph_us(calls: list[Any]) -> float:
+    """Microseconds per call of `calls` captured in one CUDA graph and replayed (as in a decode step)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for c in calls:
+            c()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for c in calls:
+            c()
+    return cuda_ms(graph.replay, 20) * 1000 / len(calls)
+
+
 def bench_matvec(rows: int) -> list[dict[str, Any]]:
-    """Each decode projection of Llama-3.1-8B, fused (one kernel) against torch's kernels for the same work.
+    """Each decode projection of Llama-3.1-8B: engine.kernels.matvec with its fusion, cuBLAS alone
+    (F.linear, no fused work) and torch's kernels for the same work, and every matvec launch shape.
 
-    Times are triton.testing.do_bench medians, which clear the L2 cache before every call, so each call
-    streams its weight from memory as a decode step does; GB/s counts the weight bytes only.
+    Each variant runs over several distinct copies of the weight (at least 400 MB in all, so the L2
+    cache holds none of it) inside one CUDA graph, as in a decode step; µs per call = replay time /
+    calls, GB/s counts the weight bytes only.
     """
-    import triton
-
     from engine import kernels
     from engine.model import RMSNorm
 
@@ -295,35 +310,46 @@ def bench_matvec(rows: int) -> list[dict[str, Any]]:
         ("down (swiglu, residual)", d, f, "swiglu"),
         ("head (norm)", v, d, "norm"),
     ):
-        w = rnd(n, k, scale=k**-0.5)
+        copies = max(2, -(-400_000_000 // (n * k * 2)))
+        ws = [rnd(n, k, scale=k**-0.5) for _ in range(copies)]
         inp = rnd(rows, 2 * k) if kind == "swiglu" else x[:, :k]
-        fused, ref = _matvec_pair(kind, inp, w, norm, res)
-        y, y_ref = fused(), ref()
-        scale = y_ref.float().abs().max().item()
-        t_fused = triton.testing.do_bench(fused, warmup=25, rep=200, return_mode="median")
-        t_ref = triton.testing.do_bench(ref, warmup=25, rep=200, return_mode="median")
-        key = (
-            rows,
-            n,
-            k,
-            2 if kind == "swiglu" else (1 if kind == "norm" else 0),
-            kind != "norm",
-            w.dtype,
-            0,
-        )
+        pairs = [_matvec_pair(kind, inp, w, norm, res) for w in ws]
+        y, y_ref = pairs[0][0](), pairs[0][1]()
+        pro = 2 if kind == "swiglu" else (1 if kind == "norm" else 0)
+        key = (rows, n, k, pro, kind != "norm", torch.bfloat16, 0)
+        tuned = kernels.MATVEC_CHOICE.get(key)
+        shapes = {}
+        for cfg in kernels.MATVEC_CONFIGS[1 if rows == 1 else kernels.MATVEC_MAX_ROWS]:
+            kernels.MATVEC_CHOICE[key] = cfg
+            try:
+                shapes[str(cfg)] = _graph_us([p[0] for p in pairs])
+            except Exception as exc:  # noqa: BLE001 - a launch shape this GPU cannot run
+                shapes[str(cfg)] = repr(exc)[:80]
+        kernels.MATVEC_CHOICE[key] = tuned
+        best = min((t, c) for c, t in shapes.items() if isinstance(t, float))
+        t_cublas = _graph_us([lambda w=w, a=inp[:, :k]: torch.nn.functional.linear(a, w) for w in ws])
+        t_torch = _graph_us([p[1] for p in pairs])
+        gb = n * k * 2 / 1e3
         row = {
             "rows": rows,
             "projection": name,
             "weight_MB": n * k * 2 / 1e6,
-            "fused_us": t_fused * 1000,
-            "torch_us": t_ref * 1000,
-            "fused_GBps": n * k * 2 / t_fused / 1e6,
-            "torch_GBps": n * k * 2 / t_ref / 1e6,
-            "max_abs_diff_rel": (y.float() - y_ref.float()).abs().max().item() / scale,
-            "config": kernels.MATVEC_CHOICE.get(key),
+            "tuned_config": tuned,
+            "tuned_us": shapes.get(str(tuned)),
+            "best_config": best[1],
+            "best_us": best[0],
+            "cublas_alone_us": t_cublas,
+            "torch_same_work_us": t_torch,
+            "best_GBps": gb / best[0],
+            "cublas_GBps": gb / t_cublas,
+            "max_abs_diff_rel": (y.float() - y_ref.float()).abs().max().item()
+            / y_ref.float().abs().max().item(),
+            "all_configs_us": shapes,
         }
         print(json.dumps(row), flush=True)
         out.append(row)
+        del ws, pairs
+        torch.cuda.empty_cache()
     return out
 
 

@@ -317,8 +317,8 @@ MATVEC_MAX_ROWS = 16
 # (BLOCK_N, BLOCK_K, num_warps, num_stages), tried in order on the first call of each shape; the
 # fastest is kept for the process (MATVEC_CHOICE says which). The first one is used without timing.
 MATVEC_CONFIGS = {
-    1: [(8, 512, 4, 3), (4, 512, 4, 3), (8, 256, 4, 4), (16, 256, 4, 3), (16, 512, 8, 3), (4, 1024, 4, 2),
-        (8, 1024, 8, 2), (32, 128, 4, 4)],
+    1: [(8, 1024, 8, 2), (4, 1024, 4, 2), (16, 256, 4, 3), (2, 2048, 4, 2), (4, 2048, 8, 2), (8, 2048, 8, 2),
+        (16, 1024, 8, 2), (4, 1024, 4, 3), (8, 1024, 8, 3), (8, 512, 4, 4), (16, 512, 8, 4), (32, 256, 8, 4)],
     16: [(32, 256, 4, 3), (16, 256, 4, 3), (64, 128, 4, 3), (32, 512, 8, 3)],
 }  # fmt: skip
 MATVEC_CHOICE: dict[tuple, tuple[int, int, int, int]] = {}
