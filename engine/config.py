@@ -173,8 +173,8 @@ DECODE_KERNELS = ("auto", "torch", "attention", "fused")
 def choose_decode_kernels(choice: str, device: Any, rows: int) -> str:
     """What `--decode-kernels` means here: `torch`, `attention` or `fused` (engine/kernels.py).
 
-    auto takes `fused` on a GPU with Triton when a micro-batch has at most 16 sequences (the fused
-    matrix-vector products' limit), `attention` above that, and `torch` elsewhere.
+    auto takes `fused` on a GPU with Triton for one sequence per micro-batch (where it was measured
+    faster), `attention` for more, and `torch` elsewhere; `fused` takes up to 16 sequences.
     """
     from engine import kernels
 
@@ -184,7 +184,7 @@ def choose_decode_kernels(choice: str, device: Any, rows: int) -> str:
     if choice == "auto":
         if not ok or device.type != "cuda":
             return "torch"
-        return "fused" if rows <= kernels.MATVEC_MAX_ROWS else "attention"
+        return "fused" if rows <= kernels.MATVEC_FAST_ROWS else "attention"
     if choice != "torch" and not ok:
         raise ConfigError("--decode-kernels", f"{choice} is not available here: {why}")
     if choice == "fused" and rows > kernels.MATVEC_MAX_ROWS:

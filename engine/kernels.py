@@ -306,7 +306,7 @@ def _(qkv, k_cache, v_cache, cos, sin, pos, n_heads, sms):  # noqa: ANN001, ANN2
 # ---- matrix-vector products of decode, with the neighbouring elementwise work fused in ----
 #
 # y = x @ W.T for the few rows of a decode step (M <= 16) and W of nn.Linear's [N, K] layout, with one of two
-# prologues and an optional epilogue, so that a layer's decode is six kernels instead of about eleven:
+# prologues and an optional epilogue, so that the small kernels around a projection disappear:
 #   norm:     x is replaced by RMSNorm(x) (fp32 statistics, rounded as engine.model.RMSNorm does);
 #   swiglu:   x holds [gate | up] (2K wide) and is replaced by silu(gate) * up, rounded like F.silu * up;
 #   residual: the output is rounded to the model's dtype and then `residual` is added, as `h = x + a` does.
@@ -314,6 +314,7 @@ def _(qkv, k_cache, v_cache, cos, sin, pos, n_heads, sms):  # noqa: ANN001, ANN2
 # row (M = 1) uses plain multiply-and-sum; more rows use the tensor cores with M padded to 16.
 
 MATVEC_MAX_ROWS = 16
+MATVEC_FAST_ROWS = 1  # up to here it beat cuBLAS plus the kernels it replaces on an H200; auto stops here
 # (BLOCK_N, BLOCK_K, num_warps, num_stages), tried in order on the first call of each shape; the
 # fastest is kept for the process (MATVEC_CHOICE says which). The first one is used without timing.
 MATVEC_CONFIGS = {

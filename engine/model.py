@@ -153,20 +153,22 @@ class Block(nn.Module):
     def decode_fused(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, input_pos: torch.Tensor, mb: int
     ) -> torch.Tensor:
-        """The same layer in six kernels: norms fused into the projections after them, SwiGLU into the down
-        projection, and (one TP rank) the residual adds into the projections before them."""
+        """The same layer in eight kernels: the attention-output and down projections through
+        engine.kernels.matvec, SwiGLU fused into the down projection and (one TP rank) each residual add
+        into the projection before it. QKV and gate/up stay with cuBLAS, which streams those weights
+        faster than our kernel does (bench/RESULTS-engine.md)."""
         b = x.shape[0]
         x = x.view(b, -1)
-        at, ff, an, fn = self.attention, self.feed_forward, self.attention_norm, self.ffn_norm
+        at, ff = self.attention, self.feed_forward
         alone = self.par.layout.tp == 1  # no all-reduce between a projection and its residual add
         with self.par.region("attention", "compute"):
-            qkv = kernels.matvec(x, at.wqkv.weight, an.weight, an.eps)
-            y = at.decode_fused(qkv, cos, sin, input_pos, mb)
+            y = at.decode_fused(at.wqkv(self.attention_norm(x)), cos, sin, input_pos, mb)
             a = kernels.matvec(y, at.wo.weight, residual=x if alone else None)
         h = a if alone else x + self.par.all_reduce(a)
         with self.par.region("mlp", "compute"):
-            gu = kernels.matvec(h, ff.w13.weight, fn.weight, fn.eps)
-            m = kernels.matvec(gu, ff.w2.weight, swiglu=True, residual=h if alone else None)
+            m = kernels.matvec(
+                ff.w13(self.ffn_norm(h)), ff.w2.weight, swiglu=True, residual=h if alone else None
+            )
         out = m if alone else h + self.par.all_reduce(m)
         return out.view(b, 1, -1)
 
@@ -192,8 +194,8 @@ class StageModel(nn.Module):
         """Allocate the static KV cache (one slot per micro-batch) and the RoPE tables for `seq_len`.
 
         `decode_kernels`: `torch` (SDPA and cuBLAS), `attention` (decode attention through
-        engine.kernels: RoPE, cache write, split-KV) or `fused` (also every projection through
-        engine.kernels.matvec, with the norms, SwiGLU and residual adds fused in).
+        engine.kernels: RoPE, cache write, split-KV) or `fused` (also the attention-output and down
+        projections through engine.kernels.matvec, with SwiGLU and the residual adds fused in).
         """
         p = next(self.parameters())
         sms = torch.cuda.get_device_properties(p.device).multi_processor_count if p.is_cuda else 1
@@ -238,10 +240,7 @@ class StageModel(nn.Module):
         if self.output is None:
             return x
         with self.par.region("head", "compute"):
-            if input_pos is not None and self.matvec:
-                logits = kernels.matvec(x[:, -1], self.output.weight, self.norm.weight, self.norm.eps).float()
-            else:
-                logits = self.output(self.norm(x[:, -1])).float()
+            logits = self.output(self.norm(x[:, -1])).float()
         if self.vocab_parallel:
             logits = self.par.all_gather_last(logits)
         return logits

@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "torch", "attention", "fused"),
         help="decode step: torch (SDPA, cuBLAS), attention (our Triton decode attention), fused (also our "
-        "matrix-vector products with norms, SwiGLU and residual adds fused in; up to 16 sequences per "
-        "micro-batch); auto = fused or attention on GPUs with Triton, torch elsewhere",
+        "matrix-vector products for the attention-output and down projections, SwiGLU and residual adds "
+        "fused in; up to 16 sequences per micro-batch); auto = fused for one sequence per micro-batch and "
+        "attention for more on GPUs with Triton, torch elsewhere",
     )
     p.add_argument(
         "--breakdown", action="store_true", help="time each part of a layer (eager; max/mean over ranks)"

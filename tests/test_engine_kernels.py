@@ -99,8 +99,8 @@ def test_choice_of_decode_kernels() -> None:
     with pytest.raises(ConfigError, match="--decode-kernels"):
         choose_decode_kernels("flash", cpu, 1)
     if kernels.available(torch.device("cuda"))[0]:
-        assert choose_decode_kernels("auto", torch.device("cuda"), 16) == "fused"
-        assert choose_decode_kernels("auto", torch.device("cuda"), 17) == "attention"
+        assert choose_decode_kernels("auto", torch.device("cuda"), 1) == "fused"
+        assert choose_decode_kernels("auto", torch.device("cuda"), 2) == "attention"
         with pytest.raises(ConfigError, match="at most 16 sequences"):
             choose_decode_kernels("fused", torch.device("cuda"), 17)
 
