@@ -141,6 +141,7 @@ PARAMETERS: dict[str, dict[str, Checker]] = {
         "micro_batches": _int_at_least(1),
         "compile": _boolean,
         "cuda_graphs": _boolean,
+        "decode_kernels": _one_of("auto", "torch", "attention", "fused"),
         "breakdown": _boolean,
         "dtype": _one_of(*DTYPES),
         "weights": _text,

@@ -226,6 +226,18 @@ def test_inference_command_line(tmp_path):
     ]
 
 
+def test_decode_kernels_reach_the_command_line_and_bad_ones_are_refused(tmp_path):
+    text = INFERENCE.replace("  seed: 7\n", "  seed: 7\n  decode_kernels: attention\n")
+    plan, _ = plan_for(tmp_path, "polaris", text)
+    words = shlex.split(plan.runs[0].command)
+    assert words[words.index("--decode-kernels") + 1] == "attention"
+    bad = experiment_file(
+        tmp_path, INFERENCE.replace("  seed: 7\n", "  seed: 7\n  decode_kernels: flash\n"), name="b.yaml"
+    )
+    with pytest.raises(InputError, match="decode_kernels"):
+        load_experiment(bad)
+
+
 def test_runs_pack_only_with_equal_node_counts(tmp_path):
     text = COLLECTIVE.replace("nodes: {nodes}", "nodes: [1, 2]").replace("runs_per_job: 2", "runs_per_job: 3")
     system = load_system("perlmutter")
