@@ -211,15 +211,9 @@ def bench_attention(batch: int, cache: int, pos: int, layers: int = 32) -> dict[
         return F.scaled_dot_product_attention(q.view(batch, kv, rep, hd), kcs[i], vcs[i], attn_mask=mask)
 
     def fused(i: int) -> torch.Tensor:
-        kernels.ATTENTION_ONE_KERNEL = True
-        return kernels.decode_attention(qkv[i], kcs[i], vcs[i], cos, sin, p, h, sms)
-
-    def fused2(i: int) -> torch.Tensor:
-        kernels.ATTENTION_ONE_KERNEL = False
         return kernels.decode_attention(qkv[i], kcs[i], vcs[i], cos, sin, p, h, sms)
 
     # Correctness: the fused output against fp32 attention over the caches the SDPA path wrote.
-    y_fused2 = fused2(0)
     y_fused = fused(0)
     k_fused, v_fused = kcs[0][:, :, pos].clone(), vcs[0][:, :, pos].clone()
     y_sdpa = sdpa(0).reshape(batch, h * hd)
@@ -234,12 +228,11 @@ def bench_attention(batch: int, cache: int, pos: int, layers: int = 32) -> dict[
         "pos": pos,
         "max_abs_fused_vs_fp32": (y_fused.float() - y_ref).abs().max().item(),
         "max_abs_sdpa_vs_fp32": (y_sdpa.float() - y_ref).abs().max().item(),
-        "max_abs_two_launches_vs_fp32": (y_fused2.float() - y_ref).abs().max().item(),
         "cache_write_equal": bool(
             torch.equal(k_fused, kcs[0][:, :, pos]) and torch.equal(v_fused, vcs[0][:, :, pos])
         ),
     }
-    for name, fn in (("sdpa", sdpa), ("fused", fused), ("fused_two_launches", fused2)):
+    for name, fn in (("sdpa", sdpa), ("fused", fused)):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -251,7 +244,6 @@ def bench_attention(batch: int, cache: int, pos: int, layers: int = 32) -> dict[
             for i in range(layers):
                 fn(i)
         out[f"{name}_us_per_layer"] = cuda_ms(graph.replay, 50) * 1000 / layers
-    kernels.ATTENTION_ONE_KERNEL = True
     print(json.dumps(out), flush=True)
     return out
 
@@ -472,13 +464,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("ceilings", "engine", "hf", "overhead", "attention", "matvec", "report"))
     p.add_argument("--decode-kernels", default="auto", choices=("auto", "torch", "attention", "fused"))
-    p.add_argument(
-        "--attention-launches",
-        type=int,
-        choices=(1, 2),
-        default=1,
-        help="decode attention in one or two kernels",
-    )
     p.add_argument("--model", default="llama3.1-8b")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--prompt-len", type=int, default=512)
@@ -497,10 +482,6 @@ def main() -> None:
     if ns.mode == "ceilings":
         result["ceilings"] = ceilings()
     elif ns.mode == "engine":
-        from engine import kernels
-
-        kernels.ATTENTION_ONE_KERNEL = ns.attention_launches == 1
-        result["attention_launches"] = ns.attention_launches
         result["engine"] = []
         for b in batches:
             result["engine"].append(

@@ -82,14 +82,10 @@ if triton is not None:
         m_ptr,
         l_ptr,
         acc_ptr,
-        y_ptr,
-        cnt_ptr,
         stride_qkv_b,
         stride_c_b,
         stride_c_h,
         stride_c_s,
-        stride_y_b,
-        n_heads,
         n_kv,
         n_splits,
         split_len,
@@ -99,15 +95,12 @@ if triton is not None:
         HD: tl.constexpr,
         BLOCK_S: tl.constexpr,
         PREC: tl.constexpr,
-        SPLITS: tl.constexpr,
-        ONE_KERNEL: tl.constexpr,
     ):
         pid, split = tl.program_id(0), tl.program_id(1)
         b, g = pid // n_kv, pid % n_kv
         pos = tl.load(pos_ptr)
         start = split * split_len
-        # Split 0 always runs (and writes an empty slice when nothing is cached), so a merge always happens.
-        if (start < pos) | (split == 0):
+        if start < pos:
             HALF: tl.constexpr = HD // 2
             d = tl.arange(0, HALF)
             c = tl.load(cos_ptr + pos * HD + d)
@@ -135,7 +128,7 @@ if triton is not None:
                 sc = tl.where(valid[None, :], sc * scale, float("-inf"))
                 m_new = tl.maximum(m, tl.max(sc, 1))
                 p = tl.exp(sc - m_new[:, None])
-                alpha = tl.where(m_new == float("-inf"), 1.0, tl.exp(m - m_new))
+                alpha = tl.exp(m - m_new)
                 lsum = lsum * alpha + tl.sum(p, 1)
                 acc = acc * alpha[:, None] + tl.dot(p.to(dtype), v, input_precision=PREC)
                 m = m_new
@@ -144,108 +137,6 @@ if triton is not None:
             tl.store(m_ptr + out * REP + rows, m, mask=keep)
             tl.store(l_ptr + out * REP + rows, lsum, mask=keep)
             tl.store(acc_ptr + (out * REP + rows[:, None]) * HD + dfull[None, :], acc, mask=keep[:, None])
-            if ONE_KERNEL:
-                # The last program of this KV group to finish merges all of them ("last block" pattern):
-                # every thread's stores precede the barrier, the counter's acquire-release orders them
-                # before the last program's loads, which bypass L1 (.cg).
-                tl.debug_barrier()
-                used = tl.maximum((pos + split_len - 1) // split_len, 1)
-                done = tl.atomic_add(cnt_ptr + pid, 1, sem="acq_rel")
-                if done == used - 1:
-                    tl.store(cnt_ptr + pid, 0)  # ready for the next call (graph replays included)
-                    for r in tl.static_range(REP):
-                        _merge(
-                            qkv_ptr,
-                            kc_ptr,
-                            vc_ptr,
-                            cos_ptr,
-                            sin_ptr,
-                            m_ptr,
-                            l_ptr,
-                            acc_ptr,
-                            y_ptr,
-                            b,
-                            g,
-                            r,
-                            pos,
-                            used,
-                            stride_qkv_b,
-                            stride_c_b,
-                            stride_c_h,
-                            stride_c_s,
-                            stride_y_b,
-                            n_heads,
-                            n_kv,
-                            n_splits,
-                            scale,
-                            REP,
-                            HD,
-                            SPLITS,
-                        )
-
-    @triton.jit
-    def _merge(
-        qkv_ptr,
-        kc_ptr,
-        vc_ptr,
-        cos_ptr,
-        sin_ptr,
-        m_ptr,
-        l_ptr,
-        acc_ptr,
-        y_ptr,
-        b,
-        g,
-        r,
-        pos,
-        used,
-        stride_qkv_b,
-        stride_c_b,
-        stride_c_h,
-        stride_c_s,
-        stride_y_b,
-        n_heads,
-        n_kv,
-        n_splits,
-        scale,
-        REP: tl.constexpr,
-        HD: tl.constexpr,
-        SPLITS: tl.constexpr,
-    ):
-        """Query head r of KV group g: merge the group's slices with the new token's own key and value;
-        head 0 also writes that roped key and the value into the cache at `pos`."""
-        HALF: tl.constexpr = HD // 2
-        d = tl.arange(0, HALF)
-        dfull = tl.arange(0, HD)
-        c = tl.load(cos_ptr + pos * HD + d)
-        s = tl.load(sin_ptr + pos * HD + d)
-        dtype = kc_ptr.dtype.element_ty
-        one = tl.arange(0, 1)
-        row = qkv_ptr + b * stride_qkv_b
-        qa, qb = _rope_rows(row + (g * REP + r) * HD, HD, one, 1, c, s, HALF, dtype)
-        ka, kb = _rope_rows(row + (n_heads + g) * HD, HD, one, 1, c, s, HALF, dtype)
-        v_new = tl.load(row + (n_heads + n_kv + g) * HD + dfull).to(tl.float32)
-        s_new = (tl.sum(qa * ka, 1) + tl.sum(qb * kb, 1)) * scale  # [1]
-        sp = tl.arange(0, SPLITS)
-        base = (b * n_kv + g) * n_splits
-        live = sp < used
-        ms = tl.load(m_ptr + (base + sp) * REP + r, mask=live, other=float("-inf"), cache_modifier=".cg")
-        ls = tl.load(l_ptr + (base + sp) * REP + r, mask=live, other=0.0, cache_modifier=".cg")
-        acc_rows = acc_ptr + ((base + sp[:, None]) * REP + r) * HD + dfull[None, :]
-        accs = tl.load(acc_rows, mask=live[:, None], other=0.0, cache_modifier=".cg")
-        m_all = tl.maximum(tl.max(ms, 0), tl.max(s_new, 0))
-        w = tl.where(live & (ms > float("-inf")), tl.exp(ms - m_all), 0.0)
-        w_new = tl.exp(s_new - m_all)  # [1]
-        # The new token's probability is rounded to the model's dtype before the product, like the others.
-        p_new = w_new.to(dtype).to(tl.float32)
-        num = tl.sum(w[:, None] * accs, 0) + tl.sum(p_new[:, None] * v_new[None, :], 0)
-        den = tl.sum(w * ls, 0) + tl.sum(w_new, 0)
-        tl.store(y_ptr + b * stride_y_b + (g * REP + r) * HD + dfull, (num / den).to(y_ptr.dtype.element_ty))
-        if r == 0:
-            cache = kc_ptr + b * stride_c_b + g * stride_c_h + pos * stride_c_s
-            tl.store(cache + one[:, None] * 0 + d[None, :], ka.to(dtype))
-            tl.store(cache + HALF + one[:, None] * 0 + d[None, :], kb.to(dtype))
-            tl.store(vc_ptr + b * stride_c_b + g * stride_c_h + pos * stride_c_s + dfull, v_new.to(dtype))
 
     @triton.jit
     def _combine(
@@ -274,51 +165,41 @@ if triton is not None:
         SPLITS: tl.constexpr,
     ):
         pid, r = tl.program_id(0), tl.program_id(1)
+        b, g = pid // n_kv, pid % n_kv
         pos = tl.load(pos_ptr)
-        used = tl.maximum((pos + split_len - 1) // split_len, 1)
-        _merge(
-            qkv_ptr,
-            kc_ptr,
-            vc_ptr,
-            cos_ptr,
-            sin_ptr,
-            m_ptr,
-            l_ptr,
-            acc_ptr,
-            y_ptr,
-            pid // n_kv,
-            pid % n_kv,
-            r,
-            pos,
-            used,
-            stride_qkv_b,
-            stride_c_b,
-            stride_c_h,
-            stride_c_s,
-            stride_y_b,
-            n_heads,
-            n_kv,
-            n_splits,
-            scale,
-            REP,
-            HD,
-            SPLITS,
-        )
-
-
-_COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
-# One launch (merge by the last program of each KV group) or two (a separate merge kernel).
-ATTENTION_ONE_KERNEL = True
-
-
-def _counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed arrival counters, one per (sequence, KV group), kept for the process: the merging program
-    sets its counter back to zero, so no kernel clears them (a CUDA graph replays no memset)."""
-    key = (device.type, device.index)
-    have = _COUNTERS.get(key)
-    if have is None or have.numel() < n:
-        have = _COUNTERS[key] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
-    return have
+        HALF: tl.constexpr = HD // 2
+        d = tl.arange(0, HALF)
+        dfull = tl.arange(0, HD)
+        c = tl.load(cos_ptr + pos * HD + d)
+        s = tl.load(sin_ptr + pos * HD + d)
+        dtype = kc_ptr.dtype.element_ty
+        one = tl.arange(0, 1)
+        row = qkv_ptr + b * stride_qkv_b
+        qa, qb = _rope_rows(row + (g * REP + r) * HD, HD, one, 1, c, s, HALF, dtype)
+        k_off = row + (n_heads + g) * HD
+        ka, kb = _rope_rows(k_off, HD, one, 1, c, s, HALF, dtype)
+        v_new = tl.load(row + (n_heads + n_kv + g) * HD + dfull).to(tl.float32)
+        s_new = (tl.sum(qa * ka, 1) + tl.sum(qb * kb, 1)) * scale  # [1]
+        used = (pos + split_len - 1) // split_len
+        sp = tl.arange(0, SPLITS)
+        base = (b * n_kv + g) * n_splits
+        ms = tl.load(m_ptr + (base + sp) * REP + r, mask=sp < used, other=float("-inf"))
+        ls = tl.load(l_ptr + (base + sp) * REP + r, mask=sp < used, other=0.0)
+        acc_rows = acc_ptr + ((base + sp[:, None]) * REP + r) * HD + dfull[None, :]
+        accs = tl.load(acc_rows, mask=sp[:, None] < used, other=0.0)
+        m_all = tl.maximum(tl.max(ms, 0), tl.max(s_new, 0))
+        w = tl.where(sp < used, tl.exp(ms - m_all), 0.0)
+        w_new = tl.exp(s_new - m_all)  # [1]
+        # The new token's probability is rounded to the model's dtype before the product, like the others.
+        p_new = w_new.to(dtype).to(tl.float32)
+        num = tl.sum(w[:, None] * accs, 0) + tl.sum(p_new[:, None] * v_new[None, :], 0)
+        den = tl.sum(w * ls, 0) + tl.sum(w_new, 0)
+        tl.store(y_ptr + b * stride_y_b + (g * REP + r) * HD + dfull, (num / den).to(y_ptr.dtype.element_ty))
+        if r == 0:
+            cache = kc_ptr + b * stride_c_b + g * stride_c_h + pos * stride_c_s
+            tl.store(cache + one[:, None] * 0 + d[None, :], ka.to(dtype))
+            tl.store(cache + HALF + one[:, None] * 0 + d[None, :], kb.to(dtype))
+            tl.store(vc_ptr + b * stride_c_b + g * stride_c_h + pos * stride_c_s + dfull, v_new.to(dtype))
 
 
 def _launch(
@@ -346,9 +227,6 @@ def _launch(
     block_r = max(16, triton.next_power_of_2(rep))
     # fp32 models keep fp32 products (Triton would use tf32); bf16/fp16 products accumulate in fp32 anyway.
     prec = "ieee" if qkv.dtype == torch.float32 else "tf32"
-    splits_p2 = triton.next_power_of_2(n_splits)
-    one = ATTENTION_ONE_KERNEL
-    cnt = _counters(qkv.device, batch * n_kv) if one else m
     _partial[(batch * n_kv, n_splits)](
         q2,
         k_cache,
@@ -359,12 +237,8 @@ def _launch(
         m,
         lsum,
         acc,
-        y,
-        cnt,
         q2.stride(0),
         *strides,
-        y.stride(0),
-        n_heads,
         n_kv,
         n_splits,
         per,
@@ -374,35 +248,32 @@ def _launch(
         HD=hd,
         BLOCK_S=BLOCK_S,
         PREC=prec,
-        SPLITS=splits_p2,
-        ONE_KERNEL=one,
         num_warps=4,
     )
-    if not one:
-        _combine[(batch * n_kv, rep)](
-            q2,
-            k_cache,
-            v_cache,
-            cos,
-            sin,
-            pos,
-            m,
-            lsum,
-            acc,
-            y,
-            q2.stride(0),
-            *strides,
-            y.stride(0),
-            n_heads,
-            n_kv,
-            n_splits,
-            per,
-            scale,
-            REP=rep,
-            HD=hd,
-            SPLITS=splits_p2,
-            num_warps=4,
-        )
+    _combine[(batch * n_kv, rep)](
+        q2,
+        k_cache,
+        v_cache,
+        cos,
+        sin,
+        pos,
+        m,
+        lsum,
+        acc,
+        y,
+        q2.stride(0),
+        *strides,
+        y.stride(0),
+        n_heads,
+        n_kv,
+        n_splits,
+        per,
+        scale,
+        REP=rep,
+        HD=hd,
+        SPLITS=triton.next_power_of_2(n_splits),
+        num_warps=4,
+    )
     return y
 
 
