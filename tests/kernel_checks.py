@@ -120,6 +120,63 @@ def check_engine(batch: int, prompt: int, decode: int) -> dict:
     return out
 
 
+def _parallel_worker(rank: int, world: int, port: int, queue) -> None:  # noqa: ANN001 - a multiprocessing queue
+    import torch.distributed as dist
+
+    from engine.config import PRESETS
+    from engine.generate import Engine, random_prompts
+    from engine.parallel import make_parallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    args = PRESETS["tiny"]
+    prompts = random_prompts(4, 10, args.vocab_size, seed=5)
+
+    def gen(tp: int, pp: int, ranks: list[int], kernels_: str, **kw):  # noqa: ANN202
+        par = make_parallel(tp, pp, device=torch.device("cpu"), ranks=ranks, gpus_per_node=2)
+        eng = Engine(
+            args, par, batch_size=4, prompt_len=10, decode_len=5, decode_kernels=kernels_, seed=2, **kw
+        )
+        return eng.generate(prompts, keep_logits=True)
+
+    ref = gen(1, 1, [rank], "torch")
+    out = {}
+    # TP 4 (KV heads replicated, residual adds after the all-reduce) and TP 2 x PP 2 with micro-batches.
+    for name, tp, pp, kw in (("tp4", 4, 1, {}), ("tp2xpp2", 2, 2, {"micro_batches": 2})):
+        g = gen(tp, pp, list(range(world)), "fused", **kw)
+        if g.tokens is not None:
+            diff = max((a - b).abs().max().item() for a, b in zip(g.logits, ref.logits, strict=True))
+            out[name] = {"tokens_equal": bool(torch.equal(g.tokens, ref.tokens)), "logits_max_abs": diff}
+    dist.barrier()
+    dist.destroy_process_group()
+    queue.put((rank, out))
+
+
+def check_engine_parallel() -> dict:
+    """The fused decode kernels under tensor and pipeline parallelism (4 gloo ranks) against one rank."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.start_processes(_parallel_worker, args=(4, port, queue), nprocs=4, start_method="spawn")
+    results: dict = {}
+    for _ in range(4):
+        rank, out = queue.get()
+        for name, r in out.items():
+            results[f"{name} rank {rank}"] = r
+    return results
+
+
 if __name__ == "__main__":
-    fn = {"kernel": check_kernel, "matvec": check_matvec, "engine": check_engine}[sys.argv[1]]
+    fn = {
+        "kernel": check_kernel,
+        "matvec": check_matvec,
+        "engine": check_engine,
+        "parallel": check_engine_parallel,
+    }[sys.argv[1]]
     print(json.dumps(fn(*json.loads(sys.argv[2]))))

@@ -89,6 +89,15 @@ def test_engine_with_fused_decode_gives_the_same_tokens() -> None:
         assert r[choice]["logits_max_abs"] < 1e-4, r
 
 
+def test_fused_decode_under_tensor_and_pipeline_parallelism() -> None:
+    r = interpreted("parallel")
+    # Last-stage ranks report: TP 4 all four ranks, TP 2 x PP 2 the two ranks of the last stage.
+    assert sorted(k.split(" ")[0] for k in r) == ["tp2xpp2", "tp2xpp2", "tp4", "tp4", "tp4", "tp4"], r
+    for name, res in r.items():
+        assert res["tokens_equal"], (name, res)
+        assert res["logits_max_abs"] < 1e-4, (name, res)
+
+
 def test_choice_of_decode_kernels() -> None:
     cpu = torch.device("cpu")
     assert choose_decode_kernels("auto", cpu, 1) == "torch"
