@@ -173,10 +173,13 @@ def check_engine_parallel() -> dict:
 
 
 if __name__ == "__main__":
-    fn = {
+    checks = {
         "kernel": check_kernel,
         "matvec": check_matvec,
         "engine": check_engine,
         "parallel": check_engine_parallel,
-    }[sys.argv[1]]
-    print(json.dumps(fn(*json.loads(sys.argv[2]))))
+    }
+    if sys.argv[1] == "many":  # [[kind, args], ...] in one process: Triton and torch load once
+        print(json.dumps([checks[kind](*args) for kind, args in json.loads(sys.argv[2])]))
+    else:
+        print(json.dumps(checks[sys.argv[1]](*json.loads(sys.argv[2]))))
