@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The engine benchmark on an H200 machine, in one go (about 5-7 minutes):
-#   the engine at batch 1/16/64 (torch.compile + CUDA graphs), Hugging Face generate at the same batches,
+# The engine benchmark on an H200 machine, in one go (about 7-9 minutes):
+#   the engine at batch 1/16/64 (torch.compile + CUDA graphs, --decode-kernels auto) and at batch 1 with
+#   torch's kernels, the decode kernels alone (attention, matvec), Hugging Face generate at the same batches,
 #   the breakdown timers' overhead, the GPU's read bandwidth and bf16 matmul rate;
 #   with 2 GPUs, Hugging Face runs on the second one meanwhile, and TP=2 over NCCL is checked against
 #   TP=1 on a 4-layer model in fp32 (same greedy tokens).
@@ -23,6 +24,9 @@ if [ "$GPUS" -ge 2 ]; then
 fi
 {
   CUDA_VISIBLE_DEVICES=0 timeout 330 $B engine --batches 1,16,64 --out "$OUT/engine.json"
+  CUDA_VISIBLE_DEVICES=0 timeout 120 $B engine --batches 1 --decode-kernels torch --out "$OUT/engine-torch.json"
+  CUDA_VISIBLE_DEVICES=0 timeout 60 $B attention --out "$OUT/attention.json"
+  CUDA_VISIBLE_DEVICES=0 timeout 90 $B matvec --batches 1 --out "$OUT/matvec.json"
   if [ "$GPUS" -lt 2 ]; then CUDA_VISIBLE_DEVICES=0 hf; fi
   CUDA_VISIBLE_DEVICES=0 timeout 45 $B overhead --batches 1 --decode-len 16 --out "$OUT/overhead.json"
   CUDA_VISIBLE_DEVICES=0 timeout 30 $B ceilings --out "$OUT/ceilings.json"

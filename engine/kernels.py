@@ -312,6 +312,8 @@ def _(qkv, k_cache, v_cache, cos, sin, pos, n_heads, sms):  # noqa: ANN001, ANN2
 #   residual: the output is rounded to the model's dtype and then `residual` is added, as `h = x + a` does.
 # There is no split over K, so no second reduction kernel: each program owns BLOCK_N whole rows of W. One
 # row (M = 1) uses plain multiply-and-sum; more rows use the tensor cores with M padded to 16.
+# The engine uses swiglu and residual (attention-output and down projections); the norm prologue lost to
+# cuBLAS plus torch.compile's norm kernel on an H200 (bench/RESULTS-engine.md) and is kept for measuring.
 
 MATVEC_MAX_ROWS = 16
 MATVEC_FAST_ROWS = 1  # up to here it beat cuBLAS plus the kernels it replaces on an H200; auto stops here
@@ -409,7 +411,7 @@ def _matvec_config(x, w, y, nw, r, eps: float, pro: int) -> tuple[int, int, int,
         except triton.runtime.errors.OutOfResources:
             continue
         timed.append((ms, cfg))
-    MATVEC_CHOICE[key] = min(timed)[1]
+    MATVEC_CHOICE[key] = min(timed)[1] if timed else configs[0]
     return MATVEC_CHOICE[key]
 
 
