@@ -28,7 +28,13 @@ import torch
 import torch.distributed as dist
 
 from collectives.api import BACKENDS, REFERENCE_SCHEDULES, AllReduce, AllReduceUnavailable, make_allreduce
-from collectives.launch import LaunchInfo, gather_hosts, init_distributed, runtime_versions
+from collectives.launch import (
+    LaunchInfo,
+    gather_hosts,
+    init_distributed,
+    leave_process_group,
+    runtime_versions,
+)
 from study import results as study_results
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int32": torch.int32}
@@ -411,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         path = study_results.write_result(result, args.results)
         emit(f"# {len(result['samples'])} samples, {wrong_total} wrong, {len(skipped)} skipped -> {path}")
-    dist.barrier()
+    leave_process_group()
     return 1 if wrong_total else 0
 
 

@@ -152,3 +152,14 @@ def runtime_versions() -> dict[str, str | None]:
     except Exception:  # noqa: BLE001 - mpi4py missing or its MPI library not loadable
         pass
     return versions
+
+
+def leave_process_group() -> None:
+    """Every rank leaves the process group together before the interpreter exits: a gloo worker thread
+    still alive at exit can abort a rank whose work succeeded (seen as SIGABRT after an engine run with
+    TP = 2 on CPUs)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -13,7 +13,8 @@ group): merges the slices and the new token's own key and value (taken from the 
 program reads a cache slot another one writes), writes the output, and the group's first program
 writes the roped key and the value into the cache at `pos`.
 
-Needs Triton (shipped with CUDA builds of torch); `available()` says whether it can run. Under
+Needs Triton (shipped with CUDA builds of torch), imported only when a GPU is present or under the
+interpreter; `available()` says whether the kernels can run. Under
 `TRITON_INTERPRET=1` the same kernels run on CPU tensors, which is how the tests check them without a
 GPU. Numerics follow the SDPA path of engine/model.py: RoPE in fp32, q and k rounded to the model's
 dtype, scores and softmax in fp32, probabilities rounded to the model's dtype before the product with V.
@@ -26,12 +27,16 @@ import os
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU builds of torch come without Triton
-    triton = None
-    tl = None
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+triton = tl = None
+# Triton is imported only where the kernels can run: importing it costs every CPU-only process (the
+# demo's many short ranks) time for nothing.
+if torch.cuda.is_available() or INTERPRET:
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError:  # CPU builds of torch come without Triton
+        pass
 
 BLOCK_S = 32  # cached positions per inner step of a split
 MAX_SPLITS = 128  # the combine kernel loads every split of a group at once
@@ -39,11 +44,11 @@ MAX_SPLITS = 128  # the combine kernel loads every split of a group at once
 
 def available(device: torch.device) -> tuple[bool, str]:
     """Whether the fused kernels can run on `device`, and why not."""
+    if device.type != "cuda" and not INTERPRET:
+        return False, f"the engine's decode kernels run on CUDA (or with TRITON_INTERPRET=1), not on {device}"
     if triton is None:
         return False, "Triton is not installed (CPU builds of torch come without it)"
-    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
-        return True, ""
-    return False, f"the fused decode attention runs on CUDA (or with TRITON_INTERPRET=1), not on {device}"
+    return True, ""
 
 
 def split_len(batch_kv: int, max_len: int, sms: int) -> int:

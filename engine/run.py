@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure after startup is recorded, then exit 1
         traceback.print_exc()
         return fail(result, cfg, info.rank, f"{type(exc).__name__}: {exc}", 1)
+    from collectives.launch import leave_process_group
+
+    leave_process_group()
     return 0
 
 
