@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from study.config import ENV_NAME_RE, StrictModel, validate_model
 from study.errors import InputError
@@ -78,7 +78,7 @@ class System(StrictModel):
     name: str
     description: str = ""
     scheduler: Literal["local", "slurm", "pbs"]
-    launcher: Literal["srun", "mpiexec", "mpirun", "torchrun"]
+    launcher: Literal["srun", "mpiexec", "mpirun", "torchrun", "spawn"]
     launcher_options: list[str] = Field(default_factory=list)
     gpus_per_node: int = Field(ge=1)
     gpu: Gpu | None = None
@@ -102,6 +102,12 @@ class System(StrictModel):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
             raise ValueError(f"expected lower-case letters, digits, '-' and '_', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _spawn_is_one_node(self) -> System:
+        if self.launcher == "spawn" and self.max_nodes != 1:
+            raise ValueError("launcher spawn starts the ranks of one node: set max_nodes: 1")
+        return self
 
     @field_validator("env")
     @classmethod

@@ -115,7 +115,7 @@ def test_local_job_runs_records_and_survives_a_failing_run(tmp_path, local_syste
         )
         assert record["params"] == run.params
         argv = record["argv"]
-        assert argv[:5] == ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=2"]
+        assert argv[:3] == ["-m", "collectives.spawn", "--nproc-per-node=2"]
         assert argv[argv.index("--model") + 1] == hostile(mark)
         assert argv[argv.index("--weights") + 1] == hostile(mark)
         assert argv[-2:] == ["--results", str(attempt / "results.json")]

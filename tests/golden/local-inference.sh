@@ -54,7 +54,7 @@ study_end() {  # exit_code: record how the run ended
 
 # run 1 of 2: 0f42d5635b33 (repeat 0)
 if study_begin 0f42d5635b33 '{"allreduce":"nccl","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":2,"micro_batches":2,"model":"llama3.1-70b","nodes":1,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m collectives.spawn --nproc-per-node=2 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nccl --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
@@ -64,7 +64,7 @@ fi
 
 # run 2 of 2: efbe3ea26289 (repeat 0)
 if study_begin efbe3ea26289 '{"allreduce":"nvrar","batch_size":16,"breakdown":true,"compile":true,"cuda_graphs":false,"decode_len":128,"dtype":"bf16","gpus_per_node":2,"micro_batches":2,"model":"llama3.1-70b","nodes":1,"pp":1,"prompt_len":1024,"seed":7,"tp":2,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m collectives.spawn --nproc-per-node=2 -m engine.run --model llama3.1-70b --tp 2 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --allreduce nvrar --dtype bf16 --device cpu --compile --no-cuda-graphs --micro-batches 2 --breakdown --seed 7 --gpus-per-node 2 --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
