@@ -3,8 +3,8 @@
 #   the engine at batch 1/16/64 (torch.compile + CUDA graphs, --decode-kernels auto) and at batch 1 with
 #   torch's kernels, the decode kernels alone (attention, matvec), Hugging Face generate at the same batches,
 #   the breakdown timers' overhead, the GPU's read bandwidth and bf16 matmul rate;
-#   with 2 GPUs, Hugging Face runs on the second one meanwhile, and TP=2 over NCCL is checked against
-#   TP=1 on a 4-layer model in fp32 (same greedy tokens).
+#   with 2 GPUs, Hugging Face runs on the second one meanwhile. Runs that need several GPUs (TP=2
+#   against TP=1, all-reduces across GPUs) are in bench/multi_gpu_run.sh.
 # Usage: bench/bench_engine_gpu.sh OUTDIR   (run from the repository root; PYTHONPATH is set here)
 set -u
 OUT=${1:?usage: bench/bench_engine_gpu.sh OUTDIR}
@@ -14,7 +14,6 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 PY=${PYTHON:-python3}
 B="$PY bench/bench_engine_gpu.py"
 LOG=$OUT/bench.log
-TMP=$(mktemp -d)
 GPUS=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 nvidia-smi --query-gpu=index,name,memory.used,clocks.sm,clocks.mem --format=csv >>"$LOG" 2>&1
 
@@ -33,15 +32,4 @@ fi
 } >>"$LOG" 2>&1
 wait
 $B report "$OUT/ceilings.json" "$OUT/engine.json" "$OUT/hf.json" "$OUT/overhead.json" >"$OUT/table.txt" 2>&1
-
-if [ "$GPUS" -ge 2 ]; then
-  {
-    echo "== TP=1 vs TP=2 (nccl), fp32, greedy tokens"
-    ARGS="--model llama3.1-8b-4l --dtype fp32 --batch-size 4 --prompt-len 64 --decode-len 32 --warmup 0"
-    CUDA_VISIBLE_DEVICES=0 timeout 40 $PY -m engine.run $ARGS --results "$TMP/tp1.json" --tokens-out "$TMP/tp1.txt"
-    timeout 60 $PY -m torch.distributed.run --standalone --nproc-per-node 2 -m engine.run $ARGS --tp 2 \
-      --allreduce nccl --results "$TMP/tp2.json" --tokens-out "$TMP/tp2.txt"
-    if cmp -s "$TMP/tp1.txt" "$TMP/tp2.txt"; then echo "TP2 tokens == TP1 tokens"; else echo "TP2 TOKENS DIFFER"; fi
-  } >>"$LOG" 2>&1
-fi
 cat "$OUT/table.txt"

@@ -232,53 +232,16 @@ def _launch(
     block_r = max(16, triton.next_power_of_2(rep))
     # fp32 models keep fp32 products (Triton would use tf32); bf16/fp16 products accumulate in fp32 anyway.
     prec = "ieee" if qkv.dtype == torch.float32 else "tf32"
+    # Both kernels take the same leading arguments: the inputs, the caches, the position and the partials.
+    common = (q2, k_cache, v_cache, cos, sin, pos, m, lsum, acc)
     _partial[(batch * n_kv, n_splits)](
-        q2,
-        k_cache,
-        v_cache,
-        cos,
-        sin,
-        pos,
-        m,
-        lsum,
-        acc,
-        q2.stride(0),
-        *strides,
-        n_kv,
-        n_splits,
-        per,
-        scale,
-        REP=rep,
-        BLOCK_R=block_r,
-        HD=hd,
-        BLOCK_S=BLOCK_S,
-        PREC=prec,
-        num_warps=4,
-    )
+        *common, q2.stride(0), *strides, n_kv, n_splits, per, scale,
+        REP=rep, BLOCK_R=block_r, HD=hd, BLOCK_S=BLOCK_S, PREC=prec, num_warps=4,
+    )  # fmt: skip
     _combine[(batch * n_kv, rep)](
-        q2,
-        k_cache,
-        v_cache,
-        cos,
-        sin,
-        pos,
-        m,
-        lsum,
-        acc,
-        y,
-        q2.stride(0),
-        *strides,
-        y.stride(0),
-        n_heads,
-        n_kv,
-        n_splits,
-        per,
-        scale,
-        REP=rep,
-        HD=hd,
-        SPLITS=triton.next_power_of_2(n_splits),
-        num_warps=4,
-    )
+        *common, y, q2.stride(0), *strides, y.stride(0), n_heads, n_kv, n_splits, per, scale,
+        REP=rep, HD=hd, SPLITS=triton.next_power_of_2(n_splits), num_warps=4,
+    )  # fmt: skip
     return y
 
 

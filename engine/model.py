@@ -78,9 +78,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         b, length, _ = x.shape
         qkv = self.wqkv(x)
-        kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
         if input_pos is not None and self.fused_sms:
             return self.wo(self.decode_fused(qkv, cos, sin, input_pos, mb).view(b, 1, -1))
+        kc, vc = getattr(self, f"k_cache{mb}"), getattr(self, f"v_cache{mb}")
         q, k, v = qkv.split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
         q = apply_rope(q.view(b, length, self.n_heads, self.hd).transpose(1, 2), cos, sin)
         k = apply_rope(k.view(b, length, self.n_kv, self.hd).transpose(1, 2), cos, sin)
