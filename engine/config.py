@@ -63,40 +63,16 @@ class ModelArgs:
         return self.vocab_size * self.dim + self.n_layers * layer + self.dim + head
 
 
-PRESETS: dict[str, ModelArgs] = {
-    "llama3.1-8b": ModelArgs(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, ffn_dim=14336),
-    "llama3.1-70b": ModelArgs(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, ffn_dim=28672),
-    "llama3.1-405b": ModelArgs(dim=16384, n_layers=126, n_heads=128, n_kv_heads=8, ffn_dim=53248),
-    # Tiny shapes for tests on CPU: GQA with 2 KV heads (so TP 4 replicates them), 4 layers (PP 4).
-    "tiny": ModelArgs(
-        dim=64,
-        n_layers=4,
-        n_heads=8,
-        n_kv_heads=2,
-        ffn_dim=160,
-        vocab_size=256,
-        rope_theta=10000.0,
-        rope_scaling={
-            "factor": 8.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 64,
-        },
-        max_seq_len=1024,
-    ),
-    "tiny-mha": ModelArgs(
-        dim=64,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=4,
-        ffn_dim=128,
-        vocab_size=256,
-        rope_scaling=None,
-        max_seq_len=1024,
-    ),
-    # About 1 B parameters with the 8B's layer shape: a quick GPU check of TP against one GPU.
-    "llama3.1-8b-4l": ModelArgs(dim=4096, n_layers=4, n_heads=32, n_kv_heads=8, ffn_dim=14336),
-}
+PRESETS_FILE = Path(__file__).with_name("presets.json")
+
+
+def _load_presets() -> dict[str, ModelArgs]:
+    """The named shapes of engine/presets.json, which the cost model reads too (one table)."""
+    data = json.loads(PRESETS_FILE.read_text(encoding="utf-8"))
+    return {name: ModelArgs(**fields_) for name, fields_ in data["presets"].items()}
+
+
+PRESETS: dict[str, ModelArgs] = _load_presets()
 
 
 def model_args_from_hf(folder: str | Path) -> ModelArgs:

@@ -9,6 +9,7 @@ import pytest
 
 from collectives import costmodel as cm
 from collectives.costmodel import CostParams, FitError, LinkParams
+from collectives.costmodel.schedule import ring_closed_form
 from collectives.schedules import ALGORITHMS, Topology
 
 KIB, MIB = 1 << 10, 1 << 20
@@ -97,7 +98,7 @@ def _canonical(profile: cm.Profile) -> dict:
 )
 def test_ring_closed_form_matches_the_schedule(nodes: int, gpus: int) -> None:
     from_schedule = cm.profile("ring", nodes, gpus)
-    closed = cm._ring_closed_form(Topology(nodes, gpus))
+    closed = ring_closed_form(Topology(nodes, gpus))
     assert _canonical(closed) == _canonical(from_schedule)
     assert closed.steps == from_schedule.steps == 2 * (nodes * gpus - 1)
 
@@ -109,19 +110,21 @@ def test_nccl_ring_ll_candidate_hand_value() -> None:
     # α at NCCL's own reference hop latencies: the model is NCCL's formula with our bandwidths.
     params = CostParams(LinkParams(0.6, 100.0, 500.0), LinkParams(2.7, 25.0, 500.0), 1.0)
     cands = cm.nccl_candidates(2, 4, 64 * KIB, params)
-    # Latency: base 6.6 + (2·7 − 2·1) intra hops × 0.6 × 1.8 (LL across nodes) + 2 network hops × 2.7.
-    latency = 6.6 + 12 * 0.6 * 1.8 + 2 * 2.7
-    # Bus bandwidth min(100, 4 × 25) = 100 GB/s, LL keeps a quarter, ring algbw = bus · p / (2(p − 1)).
-    algbw = 100 * 0.25 * 8 / 14
+    # Latency (NCCL 2.27): base 6.6 + (2·7 − 2·1) intra hops, each floored at the 1 µs network post
+    # overhead of an Intel host across nodes, + 2 network hops × 2.7.
+    latency = 6.6 + 12 * 1.0 + 2 * 2.7
+    # Bus bandwidth min(100, 4 × 25) = 100 GB/s; LL keeps half, capped at 39 GB/s on 2 nodes of Intel
+    # hosts; ring algbw = bus · p / (2(p − 1)).
+    algbw = min(39.0, 100 * 0.5) * 8 / 14
     assert float(cands[("ring", "LL")]) == pytest.approx(latency + 64 * KIB / (1e3 * algbw))
 
 
-def test_nccl_tree_correction_applies_from_64_bytes_to_128_mib_only() -> None:
+def test_nccl_tree_correction_applies_from_64_bytes_to_256_mib_only() -> None:
     params = CostParams(LinkParams(0.6, 100.0, 500.0), LinkParams(2.7, 25.0, 500.0), 1.0)
     # Tree/Simple on 4 × 4: bus 100 GB/s × 0.92, halved; NCCL's correction for Simple at 64 KiB
-    # (index log2(64 KiB / 64) = 10) is 0.6, and none at 256 MiB (index 22, past the table).
+    # (index log2(64 KiB / 64) = 10) is 0.6, 0.9 at 256 MiB (index 22, the last), none at 512 MiB.
     latency = 8.4 + 2 * (3 * 4.0 + 2 * 14.0)
-    for size, factor in ((64 * KIB, 0.6), (256 * MIB, 1.0)):
+    for size, factor in ((64 * KIB, 0.6), (256 * MIB, 0.9), (512 * MIB, 1.0)):
         algbw = 100 * 0.92 * 0.5 * factor
         got = float(cm.nccl_candidates(4, 4, size, params)[("tree", "Simple")])
         assert got == pytest.approx(latency + size / (1e3 * algbw)), size
