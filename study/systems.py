@@ -65,10 +65,35 @@ class LinkCost(StrictModel):
 
 
 class CostModel(StrictModel):
-    intra: LinkCost
-    inter: LinkCost
-    eta: float
-    source: str
+    """Either α-β-γ per level (intra, inter, eta: the schedule model, for CPU systems), or the classes
+    of the grounded model (network, fabric, ...: docs/costmodel.md) with the values fitted to them."""
+
+    intra: LinkCost | None = None
+    inter: LinkCost | None = None
+    eta: float | None = None
+    network: str | None = None
+    fabric: str | None = None
+    fabric_GBps: float | None = None
+    switched: bool = False
+    nvshmem: str | None = None
+    cpu: str | None = None
+    sm: int | None = None
+    fitted: dict[str, float] | None = None
+    fitted_to: dict[str, list[str]] | None = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CostModel:
+        alpha_beta = self.intra is not None or self.inter is not None
+        grounded = self.network is not None or self.fabric is not None
+        if alpha_beta == grounded:
+            raise ValueError(
+                "give either intra, inter and eta (the α-β-γ model) or network / fabric classes (the "
+                "grounded model), not both"
+            )
+        if alpha_beta and (self.intra is None or self.inter is None or self.eta is None):
+            raise ValueError("the α-β-γ form needs intra, inter and eta")
+        return self
 
 
 class System(StrictModel):

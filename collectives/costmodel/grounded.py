@@ -8,11 +8,18 @@ and the fraction of link bandwidth each protocol keeps (NCCL LL / LL128 / Simple
 of 4 data bytes and a 4-byte flag). This model adds exactly those, with one parameter per physical
 effect, shared by every platform that has the same part:
 
-    launch_plain_us, launch_graph_us, nccl_base_scale           (global)
-    fabric.<class>.latency_us, fabric.<class>.efficiency        (intra-node NVLink fabric)
+    launch_plain_us, launch_graph_us, nccl_base_scale,
+    mpi_gpu_buffer_us                                           (global)
+    host.<harness>.call_us                                      (host time to issue one call)
+    fabric.<class>.latency_us, .nccl_hop_us, .efficiency        (intra-node NVLink fabric)
     network.<class>.latency_us, .nccl_hop_us, .efficiency       (inter-node network)
     nvshmem.<transport>.overhead_us                             (NVSHMEM's proxy or IBGDA, added to
                                                                 the network's own latency)
+
+Launches: inside a CUDA graph a call costs its device time plus launch_graph_us per kernel. Plainly,
+calls issued back to back overlap the host's work with the GPU's, so a call costs the larger of the
+host's time to issue it (per harness: nccl-tests' C loop, or Python through torch) and its device time
+plus launch_plain_us per kernel.
 
 Parameter values are dicts name → float or numpy array; arrays (one value per bootstrap draw, shaped
 (draws, 1)) broadcast against message sizes, so one call predicts every draw at once.
@@ -33,16 +40,27 @@ from collectives.schedules import ALGORITHMS as SCHEDULE_ALGORITHMS
 
 # name → (unit, meaning); the classes' parameters are named <group>.<class>.<name>.
 GLOBAL_PARAMETERS: dict[str, tuple[str, str]] = {
-    "launch_plain_us": ("µs", "host-side cost of one kernel launch outside a CUDA graph, per kernel"),
+    "launch_plain_us": ("µs", "device-side cost of one kernel launched on its own (not from a graph), per kernel"),
     "launch_graph_us": ("µs", "cost of one kernel node replayed from a CUDA graph, per kernel"),
     "nccl_base_scale": ("—", "multiplies NCCL's base latency of every (algorithm, protocol)"),
+    "host_op_us": ("µs", "host time of each further operation of a call that issues several (a copy, a phase)"),
+    "nccl_graph_us": (
+        "µs",
+        "extra cost of an NCCL call replayed from a CUDA graph while NCCL_GRAPH_MIXING_SUPPORT=1 (NCCL's default)",
+    ),
+    "c10d_call_us": ("µs", "extra host time of torch.distributed's NCCL all_reduce over a custom op's call"),
     "mpi_gpu_buffer_us": (
         "µs",
         "extra one-way MPI latency with GPU buffers over host buffers (GPUDirect path)",
     ),
 }
+HOST_PARAMETERS: dict[str, tuple[str, str]] = {
+    "call_us": ("µs", "host time to issue one all-reduce call from this harness (hidden while the GPU is busier)"),
+}
+HARNESSES = ("nccl-tests", "torch")
 FABRIC_PARAMETERS: dict[str, tuple[str, str]] = {
     "latency_us": ("µs", "one GPU-initiated step over NVLink: stores plus a flag the peer sees"),
+    "nccl_hop_us": ("µs", "NCCL's latency per NVLink hop of ring/LL; its other hops scale with NCCL's ratios"),
     "efficiency": ("—", "fraction of the datasheet NVLink bandwidth per GPU that transfers reach"),
 }
 NETWORK_PARAMETERS: dict[str, tuple[str, str]] = {
@@ -55,17 +73,28 @@ NETWORK_PARAMETERS: dict[str, tuple[str, str]] = {
 }
 TRANSPORT_PARAMETERS: dict[str, tuple[str, str]] = {
     "overhead_us": ("µs", "what NVSHMEM's transport adds to the network's one-way latency for a small put"),
+    "efficiency": ("—", "fraction of the NICs' line rate NVSHMEM's puts reach over this transport"),
 }
-GROUPS = {"fabric": FABRIC_PARAMETERS, "network": NETWORK_PARAMETERS, "nvshmem": TRANSPORT_PARAMETERS}
+GROUPS = {"host": HOST_PARAMETERS, "fabric": FABRIC_PARAMETERS, "network": NETWORK_PARAMETERS, "nvshmem": TRANSPORT_PARAMETERS}
 
 # Algorithms the grounded model predicts. The in-node custom all-reduces: one-shot (every GPU reads
 # all peers and reduces; vLLM's one-stage custom all-reduce), two-shot (reduce-scatter then
-# all-gather over peer memory), multimem (NVLink SHARP: the switch reduces), mscclpp (one-shot with
-# LL packets). Point to point: nvshmem-put and mpi-p2p, one way.
+# all-gather over peer memory), multimem (NVLink SHARP: the switch reduces), mscclpp (MSCCL++'s
+# all-reduce in LL packets: reduce-scatter then all-gather). Point to point: nvshmem-put and mpi-p2p, one way.
 IN_NODE = ("one-shot", "two-shot", "multimem", "mscclpp")
 POINT_TO_POINT = ("nvshmem-put", "mpi-p2p", "mpi-p2p-gpu")
 ALGORITHMS: tuple[str, ...] = ("nccl", *SCHEDULE_ALGORITHMS, *IN_NODE, *POINT_TO_POINT)
 LAUNCHES = ("plain", "graph")
+OVERLAP_NORM = 8.0
+# Barriers and traffic per GPU of the in-node algorithms: one-shot reads the whole message from every
+# peer; the others move 2(G-1)/G of it (reduce-scatter, then all-gather). Each waits twice for its
+# peers: barriers (one-shot, two-shot, multimem) or the flags of its two rounds of LL packets (mscclpp).
+IN_NODE_SHAPE = {
+    "one-shot": (2, "all"),
+    "two-shot": (2, "halves"),
+    "multimem": (2, "halves"),
+    "mscclpp": (2, "halves"),
+}
 LL_CELL_FACTOR = 2.0  # NVRAR's LL protocol: 4 bytes of data and a 4-byte flag in every 8-byte store
 
 
@@ -84,11 +113,12 @@ class Platform:
     network: str | None = None
     nics_per_node: int = 0
     nic_Gbps: float = 0.0
-    nvshmem: str | None = None  # NVSHMEM's remote transport: libfabric | ibrc | ibgda
+    nvshmem: str | None = None  # NVSHMEM's remote transport: proxy (libfabric, IB verbs) | ibgda
+    nccl_graph_mixing: bool = True  # NCCL_GRAPH_MIXING_SUPPORT, NCCL's default 1; the study sets 0
 
     def parameter_names(self) -> list[str]:
         """The parameters predictions on this platform can depend on."""
-        names = list(GLOBAL_PARAMETERS)
+        names = list(GLOBAL_PARAMETERS) + [f"host.{h}.call_us" for h in HARNESSES]
         for group, cls in (("fabric", self.fabric), ("network", self.network), ("nvshmem", self.nvshmem)):
             if cls:
                 names += [f"{group}.{cls}.{p}" for p in GROUPS[group]]
@@ -107,10 +137,23 @@ def _get(theta: Theta, name: str, platform: Platform):
         ) from None
 
 
-def _launch(theta: Theta, launch: str, kernels: int, platform: Platform):
+def _launched(device_us, theta: Theta, launch: str, kernels: int, harness: str, platform: Platform, algorithm: str):
+    """A call's time from its device time: graph replay, or plain calls whose host work overlaps."""
     if launch not in LAUNCHES:
         raise CostModelError(f"launch must be one of {', '.join(LAUNCHES)}, got {launch!r}")
-    return kernels * _get(theta, f"launch_{launch}_us", platform)
+    device = device_us + kernels * _get(theta, f"launch_{launch}_us", platform)
+    if launch == "graph":
+        if algorithm == "nccl" and platform.nccl_graph_mixing:
+            device = device + _get(theta, "nccl_graph_us", platform)
+        return device
+    if harness not in HARNESSES:
+        raise CostModelError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
+    host = _get(theta, f"host.{harness}.call_us", platform) + (kernels - 1) * _get(theta, "host_op_us", platform)
+    if harness == "torch" and algorithm == "nccl":
+        host = host + _get(theta, "c10d_call_us", platform)
+    # The larger of the two, softened (a p-norm): near the crossover host and GPU work only partly
+    # overlap, and a smooth transition keeps both parameters visible to a fit.
+    return (device**OVERLAP_NORM + host**OVERLAP_NORM) ** (1 / OVERLAP_NORM)
 
 
 @dataclass(frozen=True)
@@ -118,11 +161,13 @@ class Links:
     """Effective latencies (µs) and bandwidths (GB/s) of one platform under one parameter set."""
 
     nvlink_us: np.ndarray
+    nccl_nvlink_hop_us: np.ndarray
     nvlink_gpu_GBps: np.ndarray  # a GPU's NVLink bandwidth to all peers together
     nvlink_peer_GBps: np.ndarray  # to one peer
     net_us: np.ndarray
     nccl_hop_us: np.ndarray
     nvshmem_us: np.ndarray
+    nvshmem_gpu_GBps: np.ndarray  # a GPU's share of its node's NICs for NVSHMEM puts
     nic_GBps: np.ndarray  # one NIC
     net_gpu_GBps: np.ndarray  # a GPU's share of its node's NICs when all send at once
     reduce_GBps: float
@@ -136,8 +181,9 @@ def links(platform: Platform, theta: Theta, gpus_per_node: int) -> Links:
         gpu_bw = platform.fabric_GBps * eff
         peer_bw = gpu_bw if platform.fabric_switched else gpu_bw / max(g - 1, 1)
         nvlink_us = _get(theta, f"fabric.{platform.fabric}.latency_us", platform)
+        nccl_nvlink = _get(theta, f"fabric.{platform.fabric}.nccl_hop_us", platform)
     else:
-        gpu_bw = peer_bw = nvlink_us = nan
+        gpu_bw = peer_bw = nvlink_us = nccl_nvlink = nan
     if platform.network:
         eff = _get(theta, f"network.{platform.network}.efficiency", platform)
         nic = platform.nic_Gbps / 8 * eff
@@ -146,11 +192,24 @@ def links(platform: Platform, theta: Theta, gpus_per_node: int) -> Links:
         hop = _get(theta, f"network.{platform.network}.nccl_hop_us", platform)
     else:
         nic = net_gpu = net_us = hop = nan
-    nvshmem_us = (
-        net_us + _get(theta, f"nvshmem.{platform.nvshmem}.overhead_us", platform) if platform.nvshmem else nan
-    )
+    if platform.nvshmem and platform.network:
+        nvshmem_us = net_us + _get(theta, f"nvshmem.{platform.nvshmem}.overhead_us", platform)
+        put_eff = _get(theta, f"nvshmem.{platform.nvshmem}.efficiency", platform)
+        nvshmem_gpu = platform.nic_Gbps / 8 * put_eff * platform.nics_per_node / g
+    else:
+        nvshmem_us = nvshmem_gpu = nan
     return Links(
-        nvlink_us, gpu_bw, peer_bw, net_us, hop, nvshmem_us, nic, net_gpu, platform.hbm_TBps * 1e3 / 3
+        nvlink_us,
+        nccl_nvlink,
+        gpu_bw,
+        peer_bw,
+        net_us,
+        hop,
+        nvshmem_us,
+        nvshmem_gpu,
+        nic,
+        net_gpu,
+        platform.hbm_TBps * 1e3 / 3,
     )
 
 
@@ -185,12 +244,11 @@ def nccl_choice(platform: Platform, nodes: int, g: int, size_bytes) -> np.ndarra
     return names[np.argmin(stacked, axis=0)]
 
 
-def _nccl(platform: Platform, nodes: int, g: int, m, launch: str, theta: Theta, lk: Links):
-    if nodes * g == 1:
-        return np.zeros_like(m)
+def _nccl(platform: Platform, nodes: int, g: int, m, theta: Theta, lk: Links):
+    """Device time of NCCL's chosen (algorithm, protocol) under the fitted transports."""
     node_net = lk.nic_GBps * platform.nics_per_node
     bus = nccl_bus_GBps(platform, nodes, g, lk.nvlink_gpu_GBps, node_net)
-    intra_scale = lk.nvlink_us / NCCL_REFERENCE_ALPHA_US["intra"] if g > 1 else 1.0
+    intra_scale = lk.nccl_nvlink_hop_us / NCCL_REFERENCE_ALPHA_US["intra"] if g > 1 else 1.0
     net_scale = lk.nccl_hop_us / NCCL_REFERENCE_ALPHA_US["inter"] if nodes > 1 else 1.0
     cands = nccl_times(
         nodes,
@@ -207,8 +265,7 @@ def _nccl(platform: Platform, nodes: int, g: int, m, launch: str, theta: Theta, 
     names = [f"{a}/{p}" for a, p in cands]
     stacked = np.stack(np.broadcast_arrays(*cands.values()))
     index = np.asarray([names.index(c) for c in np.ravel(chosen)]).reshape(np.shape(chosen))
-    picked = np.take_along_axis(stacked, np.broadcast_to(index, stacked.shape[1:])[None], axis=0)[0]
-    return _launch(theta, launch, 1, platform) + picked
+    return np.take_along_axis(stacked, np.broadcast_to(index, stacked.shape[1:])[None], axis=0)[0]
 
 
 def nvrar_kernels(nodes: int, g: int) -> int:
@@ -216,14 +273,15 @@ def nvrar_kernels(nodes: int, g: int) -> int:
     return (2 if g > 1 else 0) + (1 if nodes > 1 else 0)
 
 
-def _schedule(algorithm: str, nodes: int, g: int, m, launch: str, theta: Theta, lk: Links, platform):
+def _schedule(algorithm: str, nodes: int, g: int, m, lk: Links, platform: Platform):
+    """Device time of a schedule-modelled algorithm with GPU-initiated transports (NVRAR's)."""
     one = np.asarray(1.0)
     params = {
         "alpha_intra_us": lk.nvlink_us if g > 1 else one,
         "beta_intra_GBps": lk.nvlink_peer_GBps if g > 1 else one,
         "gamma_intra_GBps": lk.reduce_GBps,
         "alpha_inter_us": lk.nvshmem_us if nodes > 1 else one,
-        "beta_inter_GBps": lk.net_gpu_GBps if nodes > 1 else one,
+        "beta_inter_GBps": lk.nvshmem_gpu_GBps if nodes > 1 else one,
         "gamma_inter_GBps": lk.reduce_GBps,
         "eta": LL_CELL_FACTOR,
     }
@@ -231,8 +289,12 @@ def _schedule(algorithm: str, nodes: int, g: int, m, launch: str, theta: Theta, 
         raise CostModelError(
             f"platform {platform.name} names no NVSHMEM transport for {algorithm} across nodes"
         )
-    kernels = nvrar_kernels(nodes, g) if algorithm == "nvrar" else 1
-    return _launch(theta, launch, max(kernels, 1), platform) + schedule_time(algorithm, nodes, g, m, params)
+    return schedule_time(algorithm, nodes, g, m, params)
+
+
+def default_kernels(algorithm: str, nodes: int, g: int) -> int:
+    """Kernels per call when a source does not say: NVRAR as its authors built it, else one."""
+    return max(nvrar_kernels(nodes, g), 1) if algorithm == "nvrar" else 1
 
 
 def predict(
@@ -243,51 +305,62 @@ def predict(
     size_bytes,
     launch: str,
     theta: Theta,
+    *,
+    harness: str = "torch",
+    kernels: int | None = None,
 ) -> np.ndarray:
     """Latency (µs) of one call of `algorithm` on nodes × gpus_per_node of `platform`.
 
-    Point-to-point algorithms take nodes = 2 for two nodes (one GPU each) and nodes = 1 for two GPUs
-    of one node; their time is one way, as the sources report it.
+    `kernels` is the number of kernels one call launches when the implementation is known (our
+    one-shot stages its input and output: 3); by default NVRAR launches its authors' three phases
+    and everything else one. Point-to-point algorithms take nodes = 2 for two nodes (one GPU each)
+    and nodes = 1 for two GPUs of one node; their time is one way, as the sources report it.
     """
     g = gpus_per_node
     if algorithm not in ALGORITHMS:
-        raise CostModelError(
-            f"the grounded model has no algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}"
-        )
+        raise CostModelError(f"the grounded model has no algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
     m = np.asarray(size_bytes, dtype=float)
-    lk = links(platform, theta, max(g, 2) if algorithm in POINT_TO_POINT and nodes == 1 else g)
     if algorithm in POINT_TO_POINT:
-        if nodes == 1:
-            if algorithm != "nvshmem-put" or not platform.fabric:
-                raise CostModelError(f"{algorithm} inside one node is not modelled on {platform.name}")
-            return np.asarray(lk.nvlink_us + m / (1e3 * lk.nvlink_peer_GBps))
-        if not platform.network or (algorithm == "nvshmem-put" and not platform.nvshmem):
-            raise CostModelError(f"platform {platform.name} has no transport for {algorithm}")
-        start = {
-            "nvshmem-put": lk.nvshmem_us,
-            "mpi-p2p": lk.net_us,
-            "mpi-p2p-gpu": lk.net_us + _get(theta, "mpi_gpu_buffer_us", platform),
-        }[algorithm]
-        return np.asarray(start + m / (1e3 * lk.nic_GBps))
+        return _point_to_point(platform, algorithm, nodes, m, theta)
     _check_topology(platform, algorithm, nodes, g)
+    if nodes * g == 1:
+        return np.zeros(np.broadcast_shapes(m.shape, *(np.shape(v) for v in theta.values())))
+    lk = links(platform, theta, g)
     if algorithm == "nccl":
-        return np.asarray(_nccl(platform, nodes, g, m, launch, theta, lk))
-    if algorithm in SCHEDULE_ALGORITHMS:
-        return np.asarray(_schedule(algorithm, nodes, g, m, launch, theta, lk, platform))
-    if g == 1:
-        return np.zeros(np.broadcast_shapes(m.shape, np.shape(lk.reduce_GBps)))
-    call = _launch(theta, launch, 1, platform)
+        device = _nccl(platform, nodes, g, m, theta, lk)
+    elif algorithm in SCHEDULE_ALGORITHMS:
+        device = _schedule(algorithm, nodes, g, m, lk, platform)
+    else:
+        device = _in_node(algorithm, g, m, lk)
+    k = default_kernels(algorithm, nodes, g) if kernels is None else kernels
+    return np.asarray(_launched(device, theta, launch, k, harness, platform, algorithm))
+
+
+def _point_to_point(platform: Platform, algorithm: str, nodes: int, m, theta: Theta):
+    lk = links(platform, theta, 2 if nodes == 1 else platform.gpus_per_node)
+    if nodes == 1:
+        if algorithm != "nvshmem-put" or not platform.fabric:
+            raise CostModelError(f"{algorithm} inside one node is not modelled on {platform.name}")
+        return np.asarray(lk.nvlink_us + m / (1e3 * lk.nvlink_peer_GBps))
+    if not platform.network or (algorithm == "nvshmem-put" and not platform.nvshmem):
+        raise CostModelError(f"platform {platform.name} has no transport for {algorithm}")
+    start = {
+        "nvshmem-put": lk.nvshmem_us,
+        "mpi-p2p": lk.net_us,
+        "mpi-p2p-gpu": lk.net_us + _get(theta, "mpi_gpu_buffer_us", platform),
+    }[algorithm]
+    return np.asarray(start + m / (1e3 * lk.nic_GBps))
+
+
+def _in_node(algorithm: str, g: int, m, lk: Links):
+    """Device time of the peer-memory all-reduces of one node: their barriers (one GPU-initiated
+    NVLink step each) and their NVLink traffic per GPU. Loads from peers are the reduction's operands,
+    so the adds hide under the traffic and are not charged apart."""
     frac = (g - 1) / g
-    reduce_us = m / (1e3 * lk.reduce_GBps)
     bw = 1e3 * lk.nvlink_gpu_GBps
-    if algorithm == "one-shot":
-        return np.asarray(call + 2 * lk.nvlink_us + (g - 1) * m / bw + (g - 1) * reduce_us)
-    if algorithm == "mscclpp":
-        return np.asarray(call + 2 * lk.nvlink_us + LL_CELL_FACTOR * (g - 1) * m / bw + (g - 1) * reduce_us)
-    if algorithm == "two-shot":
-        return np.asarray(call + 4 * lk.nvlink_us + 2 * frac * m / bw + frac * reduce_us)
-    # multimem: each GPU loads its reduced 1/G through the switch and multicasts it back.
-    return np.asarray(call + 2 * lk.nvlink_us + 2 * m / (g * bw))
+    barriers, traffic = IN_NODE_SHAPE[algorithm]
+    moved = (g - 1) * m if traffic == "all" else 2 * frac * m
+    return barriers * lk.nvlink_us + (LL_CELL_FACTOR if algorithm == "mscclpp" else 1.0) * moved / bw
 
 
 def is_power_of_two(n: int) -> bool:
