@@ -153,11 +153,18 @@ def fit(df, platforms: dict[str, gm.Platform], priors: dict[str, Prior], *, star
         return np.vstack([data, np.diag(1.0 / prior_sigma)])
 
     result = least_squares(
-        residuals, start_x, jac=jacobian, bounds=(np.full(len(free), -np.inf), upper), method="trf", max_nfev=200
+        residuals,
+        start_x,
+        jac=jacobian,
+        bounds=(np.full(len(free), -np.inf), upper),
+        method="trf",
+        max_nfev=200,
     )
     theta = dict(fixed) | {k: float(np.exp(v)) for k, v in zip(free, result.x, strict=True)}
     predicted = np.exp(batch(result.x)[0])
-    return FitOutcome(theta, free, depends, predicted, bool(result.success), str(result.message), int(result.nfev))
+    return FitOutcome(
+        theta, free, depends, predicted, bool(result.success), str(result.message), int(result.nfev)
+    )
 
 
 @dataclass
@@ -197,7 +204,9 @@ def leave_one_source_out(
         parts.append(held.assign(predicted_us=predicted, error=predicted / held["latency_us"].to_numpy() - 1))
     import pandas as pd
 
-    return Validation(pd.concat(parts).sort_values(["source_id", "file", "line"]).reset_index(drop=True), fits)
+    return Validation(
+        pd.concat(parts).sort_values(["source_id", "file", "line"]).reset_index(drop=True), fits
+    )
 
 
 def bootstrap(
@@ -252,23 +261,172 @@ def extrapolation(
     c = match[0]
     reasons = []
     if not c["nodes"][0] <= nodes <= c["nodes"][1]:
-        reasons.append(f"nodes outside {c['nodes'][0]}–{c['nodes'][1]}")
+        reasons.append(f"published on {c['nodes'][0]}–{c['nodes'][1]} nodes")
     if not c["gpus_per_node"][0] <= g <= c["gpus_per_node"][1]:
-        reasons.append(f"GPUs per node outside {c['gpus_per_node'][0]}–{c['gpus_per_node'][1]}")
+        reasons.append(f"published with {c['gpus_per_node'][0]}–{c['gpus_per_node'][1]} GPUs per node")
     if not c["sizes"][0] <= size <= c["sizes"][1]:
-        reasons.append("size outside the published range")
-    return "; ".join(reasons)
+        reasons.append(f"published for {c['sizes'][0]}–{c['sizes'][1]} B")
+    return f"{algorithm} on {where}: " + ", ".join(reasons) if reasons else ""
 
 
 def interval(
     predict: Callable[[dict[str, Any]], np.ndarray], draws: dict[str, np.ndarray], ratios: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) of a prediction: the draws' 5–95 % range widened by the held-out ratio range."""
-    theta = {k: np.asarray(v, dtype=float)[:, None] for k, v in draws.items()}
-    values = np.asarray(predict(theta))
+    """(low, high) of a prediction: the draws' 5–95 % range widened by the held-out ratio range.
+    `draws` are parameter arrays shaped (draws, 1) (Calibration.theta_draws)."""
+    values = np.asarray(predict(draws))
     lo, hi = np.quantile(values, INTERVAL, axis=0)
     return lo * min(ratios[0], 1.0), hi * max(ratios[1], 1.0)
 
 
 def is_finite_positive(value: float) -> bool:
     return math.isfinite(value) and value > 0
+
+
+# -- the calibration file ----------------------------------------------------------------------------------
+
+CALIBRATION_SCHEMA = "study.calibration/1"
+
+
+@dataclass
+class Calibration:
+    """What `study model calibrate` wrote: fitted values, bootstrap draws, held-out error, coverage."""
+
+    parameters: dict[str, float]
+    draws: dict[str, np.ndarray]
+    ratios: tuple[float, float]
+    coverage: list[dict[str, Any]]
+    fitted_to: dict[str, list[str]]
+    holdout: dict[str, Any]
+    path: str = ""
+
+    def theta_draws(self) -> dict[str, np.ndarray]:
+        """The draws shaped (draws, 1), to broadcast against message sizes."""
+        return {k: np.asarray(v, dtype=float)[:, None] for k, v in self.draws.items()}
+
+
+def calibrate(
+    df, platforms, priors, *, draws: int, seed: int = 0, progress=None
+) -> tuple[Calibration, Validation]:
+    """Fit on every source, validate leaving each source out, bootstrap the fit: the whole calibration."""
+    say = progress or (lambda _text: None)
+    say("fit on every source")
+    full = fit(df, platforms, priors)
+    validation = leave_one_source_out(
+        df, platforms, priors, progress=lambda s: say(f"hold out {s}"), start=full.theta
+    )
+    boot = bootstrap(
+        df,
+        platforms,
+        priors,
+        full.theta,
+        draws=draws,
+        seed=seed,
+        progress=lambda i: say(f"bootstrap {i + 1}/{draws}"),
+    )
+    sources = df["source_id"].to_numpy()
+    fitted_to = {k: sorted(set(sources[rows])) for k, rows in full.depends.items() if len(rows)}
+    t = validation.table
+    holdout = {
+        "points": int(len(t)),
+        "sources": int(t["source_id"].nunique()),
+        "median_abs_error": float(t["error"].abs().median()),
+        "within_35_percent": float((t["error"].abs() <= 0.35).mean()),
+    }
+    return (
+        Calibration(full.theta, boot, ratio_quantiles(validation), coverage(df), fitted_to, holdout),
+        validation,
+    )
+
+
+def write_calibration(calibration: Calibration, path, corpus_files: dict[str, int]) -> None:
+    import datetime as dt
+    import json
+
+    from study.results import atomic_write_text
+
+    doc = {
+        "schema": CALIBRATION_SCHEMA,
+        "about": "Written by `study model calibrate`; docs/costmodel.md. Do not edit by hand.",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "corpus": corpus_files,
+        "parameters": {k: round(v, 6) for k, v in sorted(calibration.parameters.items())},
+        "fitted_to": calibration.fitted_to,
+        "holdout": calibration.holdout | {"ratio_published_over_predicted_5_95": list(calibration.ratios)},
+        "coverage": calibration.coverage,
+        "draws": {k: [round(float(x), 6) for x in v] for k, v in sorted(calibration.draws.items())},
+    }
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def load_calibration(path) -> Calibration:
+    import json
+
+    from study.errors import InputError
+
+    try:
+        doc = json.loads(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise InputError(
+            "no calibration of the grounded model", file=str(path), hint="run `study model calibrate --write`"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not a calibration file ({exc})", file=str(path)) from None
+    if not isinstance(doc, dict) or doc.get("schema") != CALIBRATION_SCHEMA:
+        raise InputError(f"expected schema {CALIBRATION_SCHEMA}", file=str(path), key="schema")
+    try:
+        draws = {k: np.asarray(v, dtype=float) for k, v in doc["draws"].items()}
+        ratios = tuple(float(x) for x in doc["holdout"]["ratio_published_over_predicted_5_95"])
+        return Calibration(
+            {k: float(v) for k, v in doc["parameters"].items()},
+            draws,
+            (ratios[0], ratios[1]),
+            list(doc["coverage"]),
+            {k: list(v) for k, v in doc["fitted_to"].items()},
+            dict(doc["holdout"]),
+            str(path),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"incomplete calibration ({exc})", file=str(path)) from None
+
+
+def system_block_lines(names: list[str], calibration: Calibration) -> list[str]:
+    """The `fitted:` and `fitted_to:` lines of a system's cost_model block."""
+    lines = ["  fitted:                 # written by `study model calibrate --write`; do not edit by hand"]
+    lines += [f"    {k}: {calibration.parameters[k]:.6g}" for k in names]
+    lines.append(
+        "  fitted_to:              # the published sources each value was fitted to (jobs/measurements/)"
+    )
+    for k in names:
+        sources = calibration.fitted_to.get(k, [])
+        lines.append(f"    {k}: [{', '.join(sources)}]" if sources else f"    {k}: []   # no data: the prior")
+    return lines
+
+
+def rewrite_system_file(path, names: list[str], calibration: Calibration) -> str:
+    """The system file's text with its cost_model block's fitted values replaced (comments elsewhere kept)."""
+    import re
+
+    text = open(path, encoding="utf-8").read()
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if re.match(r"cost_model:", line)), None)
+    if start is None:
+        from study.errors import InputError
+
+        raise InputError("no cost_model block", file=str(path), key="cost_model")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()), len(lines)
+    )
+    block, skipping = [], False
+    for line in lines[start + 1 : end]:
+        if re.match(r"  (fitted|fitted_to):", line):
+            skipping = True
+            continue
+        if skipping and (line.startswith("    ") or not line.strip()):
+            continue
+        skipping = False
+        block.append(line)
+    while block and not block[-1].strip():
+        block.pop()
+    out = lines[: start + 1] + block + system_block_lines(names, calibration) + lines[end:]
+    return "\n".join(out) + "\n"

@@ -47,7 +47,16 @@ COLUMNS = (
     "read_as",
     "notes",
 )
-REQUIRED = ("source_id", "system", "nodes", "gpus_per_node", "algorithm", "size_bytes", "latency_us", "source")
+REQUIRED = (
+    "source_id",
+    "system",
+    "nodes",
+    "gpus_per_node",
+    "algorithm",
+    "size_bytes",
+    "latency_us",
+    "source",
+)
 CHOICES = {
     "launch": ("plain", "graph", "unknown"),
     "harness": ("nccl-tests", "torch", "osu"),
@@ -149,9 +158,13 @@ def load_platforms(path: Path = PLATFORMS_FILE) -> dict[str, Platform]:
             g, hbm = int(entry["gpus_per_node"]), float(entry["hbm_TBps"])
             nics, rate = int(entry.get("nics_per_node", 0)), float(entry.get("nic_Gbps", 0))
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"needs gpus_per_node and hbm_TBps as numbers ({exc})", file=str(path), key=key) from None
+            raise InputError(
+                f"needs gpus_per_node and hbm_TBps as numbers ({exc})", file=str(path), key=key
+            ) from None
         if classes["network"] and (nics < 1 or rate <= 0):
-            raise InputError("a platform with a network needs nics_per_node and nic_Gbps", file=str(path), key=key)
+            raise InputError(
+                "a platform with a network needs nics_per_node and nic_Gbps", file=str(path), key=key
+            )
         out[str(name)] = Platform(
             str(name),
             g,
@@ -171,7 +184,9 @@ def load_platforms(path: Path = PLATFORMS_FILE) -> dict[str, Platform]:
         if platform is not None:
             if platform.name in out:
                 raise InputError(
-                    f"platform {platform.name!r} is also a shipped system; keep one", file=str(path), key=platform.name
+                    f"platform {platform.name!r} is also a shipped system; keep one",
+                    file=str(path),
+                    key=platform.name,
                 )
             out[platform.name] = platform
     return out
@@ -224,7 +239,9 @@ def _number(path: Path, line: int, row: dict[str, str], column: str, kind=float,
     try:
         value = kind(text) if kind is float else int(text)
     except ValueError:
-        raise _cell(path, line, column, f"{text!r} is not {'a number' if kind is float else 'a whole number'}") from None
+        raise _cell(
+            path, line, column, f"{text!r} is not {'a number' if kind is float else 'a whole number'}"
+        ) from None
     if not math.isfinite(value) or value <= minimum:
         raise _cell(path, line, column, f"{text} must be greater than {minimum:g}")
     return value
@@ -267,9 +284,16 @@ def read_measurements(path: Path, platforms: dict[str, Platform]) -> list[dict[s
                 raise _cell(path, line, column, "empty; this column is required")
         for column, allowed in CHOICES.items():
             if row[column] not in allowed:
-                raise _cell(path, line, column, f"{row[column]!r} is not one of {', '.join(a or '(empty)' for a in allowed)}")
+                raise _cell(
+                    path,
+                    line,
+                    column,
+                    f"{row[column]!r} is not one of {', '.join(a or '(empty)' for a in allowed)}",
+                )
         if row["algorithm"] not in ALGORITHMS:
-            raise _cell(path, line, "algorithm", f"{row['algorithm']!r} is not one of {', '.join(ALGORITHMS)}")
+            raise _cell(
+                path, line, "algorithm", f"{row['algorithm']!r} is not one of {', '.join(ALGORITHMS)}"
+            )
         if row["system"] not in platforms:
             raise _cell(
                 path,
@@ -287,7 +311,10 @@ def read_measurements(path: Path, platforms: dict[str, Platform]) -> list[dict[s
         parsed["kernels"] = _number(path, line, row, "kernels", int) if row["kernels"] else 0
         if parsed["gpus_per_node"] > platform.gpus_per_node:
             raise _cell(
-                path, line, "gpus_per_node", f"{parsed['gpus_per_node']} exceeds {platform.name}'s {platform.gpus_per_node}"
+                path,
+                line,
+                "gpus_per_node",
+                f"{parsed['gpus_per_node']} exceeds {platform.name}'s {platform.gpus_per_node}",
             )
         if parsed["nodes"] > 1 and not platform.network:
             raise _cell(path, line, "nodes", f"{platform.name} has no network: one node only")
@@ -311,5 +338,7 @@ def load_corpus(directory: Path = MEASUREMENTS_DIR, platforms: dict[str, Platfor
     clash = df.groupby("source_id")["file"].nunique()
     if (clash > 1).any():
         name = clash[clash > 1].index[0]
-        raise InputError(f"source_id {name!r} appears in several files; one file per source", file=str(directory))
+        raise InputError(
+            f"source_id {name!r} appears in several files; one file per source", file=str(directory)
+        )
     return df

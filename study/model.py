@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +88,17 @@ def _parse_range(text: str, arg: str, convert, minimum: int) -> list[int]:
     return _geometric(start, stop, step, arg, text)
 
 
-def parse_assignments(items: list[str] | None) -> dict[str, float]:
-    """`--set alpha_inter_us=2.5` (repeatable) → {"alpha_inter_us": 2.5}."""
+def parse_assignments(
+    items: list[str] | None, known: tuple[str, ...] | list[str] | None = None
+) -> dict[str, float]:
+    """`--set alpha_inter_us=2.5` (repeatable) → {"alpha_inter_us": 2.5}; names checked against `known`."""
+    known = tuple(known) if known is not None else (*cm.PARAM_NAMES, *grounded_parameter_names())
     out: dict[str, float] = {}
     for item in items or []:
         name, _, value = item.partition("=")
         name = name.strip()
-        if name not in cm.PARAM_NAMES:
-            raise InputError(f"unknown parameter {name!r}; known: {', '.join(cm.PARAM_NAMES)}", key="--set")
+        if name not in known:
+            raise InputError(f"unknown parameter {name!r}; known: {', '.join(known)}", key="--set")
         try:
             out[name] = float(value)
         except ValueError as exc:
@@ -106,16 +109,143 @@ def parse_assignments(items: list[str] | None) -> dict[str, float]:
 # -- parameters per system ---------------------------------------------------------------------------
 
 
+def grounded_parameter_names() -> list[str]:
+    from study.measurements import parameter_names
+
+    return parameter_names()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted µs with its interval (5–95 %; NaN where the parameters carry no uncertainty)."""
+
+    latency_us: np.ndarray
+    low_us: np.ndarray
+    high_us: np.ndarray
+
+
 @dataclass(frozen=True)
 class SystemModel:
-    """What the model knows about one system: parameters, where they came from, and its GPUs."""
+    """What the model knows about one system: parameters, where they came from, and its GPUs.
+
+    Two kinds: the grounded model (`platform` set: a GPU system whose cost_model block names its
+    classes, with values and draws from the calibration on published measurements), or the α-β-γ
+    schedule model (`params` set: CPU systems, and any system fitted to a workspace).
+    """
 
     system: System
-    params: cm.CostParams
+    params: cm.CostParams | None
     source: str
     gpus_per_node_override: int | None = None
     theta_names: tuple[str, ...] = ()
     theta_covariance: Any = None  # np.ndarray from a fit, else None
+    platform: Any = None  # collectives.costmodel.grounded.Platform
+    theta: dict[str, float] | None = None
+    calibration: Any = None  # study.calibration.Calibration
+    overrides: dict[str, float] = field(default_factory=dict)  # --set: they hold in every draw too
+    harness: str = "torch"
+
+    @property
+    def grounded(self) -> bool:
+        return self.platform is not None
+
+    def _grounded_predict(self, algorithm: str, nodes: int, sizes, launch: str, theta) -> np.ndarray:
+        from collectives.costmodel import grounded as gm
+
+        return gm.predict(
+            self.platform, algorithm, nodes, self.gpus_per_node, sizes, launch, theta, harness=self.harness
+        )
+
+    def latency(self, algorithm: str, nodes: int, sizes, launch: str = "graph") -> Prediction:
+        """Latency of one all-reduce over sizes, with its interval."""
+        sizes = np.asarray(sizes, dtype=float)
+        try:
+            if not self.grounded:
+                t = np.broadcast_to(
+                    cm.predict(algorithm, nodes, self.gpus_per_node, sizes, self.params, ll128=self.ll128),
+                    sizes.shape,
+                )
+                if self.theta_covariance is None:
+                    nan = np.full(sizes.shape, np.nan)
+                    return Prediction(t, nan, nan)
+                se = cm.prediction_stderr(
+                    algorithm,
+                    nodes,
+                    self.gpus_per_node,
+                    sizes,
+                    self.params,
+                    self.theta_names,
+                    self.theta_covariance,
+                    ll128=self.ll128,
+                )
+                return Prediction(t, t - 1.645 * se, t + 1.645 * se)
+            from study.calibration import interval
+
+            t = self._grounded_predict(algorithm, nodes, sizes, launch, self.theta)
+            draws = self.calibration.theta_draws()
+            draws |= {k: np.full_like(draws[k], v) for k, v in self.overrides.items() if k in draws}
+            lo, hi = interval(
+                lambda th: self._grounded_predict(algorithm, nodes, sizes, launch, th),
+                draws,
+                self.calibration.ratios,
+            )
+            return Prediction(np.broadcast_to(t, sizes.shape), lo, hi)
+        except cm.CostModelError as exc:
+            raise InputError(str(exc), key="--algorithms/--nodes") from exc
+
+    def nccl_choice(self, nodes: int, sizes) -> np.ndarray:
+        sizes = np.asarray(sizes, dtype=float)
+        if self.grounded:
+            from collectives.costmodel import grounded as gm
+
+            return gm.nccl_choice(self.platform, nodes, self.gpus_per_node, sizes)
+        return cm.nccl_predict(nodes, self.gpus_per_node, sizes, self.params, ll128=self.ll128)[1]
+
+    def extrapolation(self, algorithm: str, nodes: int, size: float) -> str:
+        """Why a prediction lies outside the published data ('' inside; always '' for α-β systems)."""
+        if not self.grounded:
+            return ""
+        from study.calibration import extrapolation
+
+        network = self.platform.network
+        return extrapolation(self.calibration.coverage, algorithm, network, nodes, self.gpus_per_node, size)
+
+    def elasticities(self, algorithm: str, nodes: int, sizes, launch: str = "graph") -> dict[str, np.ndarray]:
+        """∂T/∂θ · θ/T of every parameter the prediction depends on (central differences)."""
+        sizes = np.asarray(sizes, dtype=float)
+        if not self.grounded:
+            return cm.elasticities(algorithm, nodes, self.gpus_per_node, sizes, self.params)
+        base = dict(self.theta)
+        t0 = self._grounded_predict(algorithm, nodes, sizes, launch, base)
+        out = {}
+        for name in self.platform.parameter_names():
+            if name not in base:
+                continue
+            hi = self._grounded_predict(algorithm, nodes, sizes, launch, base | {name: base[name] * 1.0001})
+            lo = self._grounded_predict(algorithm, nodes, sizes, launch, base | {name: base[name] * 0.9999})
+            e = (hi - lo) / (2e-4 * t0)
+            if np.any(np.abs(e) > 1e-6):
+                out[name] = e
+        return out
+
+    def communication(self, theta=None):
+        """How the engine model prices communication on this system (decode in CUDA graphs)."""
+        if not self.grounded:
+            return cm.engine.alpha_beta_communication(self.params, ll128=self.ll128)
+        from collectives.costmodel import grounded as gm
+
+        theta = self.theta if theta is None else theta
+        g = self.gpus_per_node
+
+        def allreduce(phase: str, algorithm: str, nodes: int, tp_g: int, nbytes: float):
+            launch = "graph" if phase == "decode" else "plain"
+            t = gm.predict(self.platform, algorithm, nodes, tp_g, nbytes, launch, theta, harness=self.harness)
+            return t if np.ndim(t) else float(t)
+
+        def p2p(nbytes: float, crosses: bool):
+            return gm.stage_send_us(self.platform, nbytes, crosses, theta, g)
+
+        return cm.engine.Communication(allreduce, p2p)
 
     @property
     def name(self) -> str:
@@ -190,6 +320,8 @@ def system_model(
             raise InputError("expected a mapping with a cost_model block", file=str(fitted), key="cost_model")
         params, source = _params_from_block(data["cost_model"], str(fitted)), f"fitted ({fitted})"
         theta_names, theta_cov = _covariance_from_fit(data.get("fit"), str(fitted))
+    elif system.cost_model is not None and (system.cost_model.network or system.cost_model.fabric):
+        return _grounded_model(system, overrides or {}, gpus_per_node)
     elif system.cost_model is not None:
         params = _params_from_block(system.cost_model.model_dump(), system.path)
         source = f"defaults ({system.path})"
@@ -203,6 +335,13 @@ def system_model(
             f"{', '.join(cm.PARAM_NAMES)}",
         )
     if overrides:
+        unknown = [k for k in overrides if k not in cm.PARAM_NAMES]
+        if unknown:
+            raise InputError(
+                f"{', '.join(unknown)} belong to the grounded model; {system.name} uses the α-β-γ model "
+                f"({', '.join(cm.PARAM_NAMES)})",
+                key="--set",
+            )
         try:
             params = params.with_values(**overrides)
         except cm.CostModelError as exc:
@@ -211,6 +350,48 @@ def system_model(
     if gpus_per_node is not None:
         source += f" with {gpus_per_node} GPUs per node"
     return SystemModel(system, params, source, gpus_per_node, theta_names, theta_cov)
+
+
+def _grounded_model(system: System, overrides: dict[str, float], gpus_per_node: int | None) -> SystemModel:
+    """A GPU system under the grounded model: its classes, the calibrated values, the --set values."""
+    from study.calibration import load_calibration
+    from study.measurements import CALIBRATION_FILE, platform_of_system
+
+    platform = platform_of_system(system)
+    calibration = load_calibration(CALIBRATION_FILE)
+    theta = dict(calibration.parameters)
+    fitted = system.cost_model.fitted or {}
+    theta.update(fitted)
+    wrong = [k for k in overrides if k not in theta]
+    if wrong:
+        raise InputError(
+            f"{', '.join(wrong)}: not a parameter of the grounded model; {system.name}'s are "
+            f"{', '.join(platform.parameter_names())}",
+            key="--set",
+        )
+    theta.update(overrides)
+    source = (
+        f"calibrated on {calibration.holdout.get('sources', '?')} published sources "
+        f"({system.path if fitted else calibration.path})"
+    )
+    if overrides:
+        source += " with --set " + ", ".join(f"{k}={v:g}" for k, v in overrides.items())
+    if gpus_per_node is not None:
+        source += f" with {gpus_per_node} GPUs per node"
+    if gpus_per_node is not None:
+        from dataclasses import replace as dc_replace
+
+        platform = dc_replace(platform, gpus_per_node=gpus_per_node)
+    return SystemModel(
+        system,
+        None,
+        source,
+        gpus_per_node,
+        platform=platform,
+        theta=theta,
+        calibration=calibration,
+        overrides=dict(overrides),
+    )
 
 
 def _covariance_from_fit(fit: Any, where: str) -> tuple[tuple[str, ...], Any]:
@@ -235,51 +416,47 @@ def _covariance_from_fit(fit: Any, where: str) -> tuple[tuple[str, ...], Any]:
 # -- prediction tables ---------------------------------------------------------------------------------
 
 
-def predict_table(models: list[SystemModel], nodes: list[int], sizes: list[int], algorithms: list[str]):
-    """One row per (system, algorithm, nodes, size): predicted µs, NCCL's choice, best algorithm."""
+def predict_table(
+    models: list[SystemModel],
+    nodes: list[int],
+    sizes: list[int],
+    algorithms: list[str],
+    launch: str = "graph",
+):
+    """One row per (system, algorithm, nodes, size): predicted µs with its 5–95 % interval, NCCL's
+    choice, the fastest algorithm, and why a prediction extrapolates beyond the published data.
+    Algorithms that cannot run on a topology (a one-node all-reduce across nodes) are left out and
+    listed in `df.attrs["skipped"]`."""
     import pandas as pd
 
     size_arr = np.asarray(sizes, dtype=float)
-    rows = []
+    rows, skipped = [], []
     for sm in models:
         g = sm.gpus_per_node
         for n in nodes:
-            choice = cm.nccl_predict(n, g, size_arr, sm.params, ll128=sm.ll128)[1]
+            choice = sm.nccl_choice(n, size_arr)
             for algorithm in algorithms:
-                t = cm.predict(algorithm, n, g, size_arr, sm.params, ll128=sm.ll128)
-                se = (
-                    cm.prediction_stderr(
-                        algorithm,
-                        n,
-                        g,
-                        size_arr,
-                        sm.params,
-                        sm.theta_names,
-                        sm.theta_covariance,
-                        ll128=sm.ll128,
-                    )
-                    if sm.theta_covariance is not None
-                    else np.full(size_arr.shape, np.nan)
-                )
-                for size, latency, ch, err in zip(
-                    sizes,
-                    np.broadcast_to(t, size_arr.shape),
-                    choice,
-                    np.broadcast_to(se, size_arr.shape),
-                    strict=True,
-                ):
+                try:
+                    p = sm.latency(algorithm, n, size_arr, launch)
+                except InputError as exc:
+                    skipped.append(f"{sm.name} {algorithm} on {n} node(s): {exc}")
+                    continue
+                for i, size in enumerate(sizes):
                     rows.append(
                         {
                             "system": sm.name,
                             "algorithm": algorithm,
+                            "launch": launch if sm.grounded else "",
                             "nodes": n,
                             "gpus_per_node": g,
                             "world_size": n * g,
                             "size_bytes": size,
                             "size": format_size(size),
-                            "latency_us": float(latency),
-                            "latency_us_stderr": float(err),
-                            "nccl_choice": str(ch) if algorithm == "nccl" else "",
+                            "latency_us": float(p.latency_us[i]),
+                            "latency_us_low": float(p.low_us[i]),
+                            "latency_us_high": float(p.high_us[i]),
+                            "nccl_choice": str(choice[i]) if algorithm == "nccl" else "",
+                            "extrapolation": sm.extrapolation(algorithm, n, size),
                         }
                     )
     df = pd.DataFrame(rows)
@@ -289,10 +466,17 @@ def predict_table(models: list[SystemModel], nodes: list[int], sizes: list[int],
         df["fastest"] = [
             key[(s, n, b)] for s, n, b in zip(df["system"], df["nodes"], df["size_bytes"], strict=True)
         ]
+    df.attrs["skipped"] = skipped
     return df
 
 
-def sensitivity_table(models: list[SystemModel], nodes: list[int], sizes: list[int], algorithms: list[str]):
+def sensitivity_table(
+    models: list[SystemModel],
+    nodes: list[int],
+    sizes: list[int],
+    algorithms: list[str],
+    launch: str = "graph",
+):
     """Elasticities ∂T/∂θ·θ/T of every parameter, and which one dominates, per configuration."""
     import pandas as pd
 
@@ -300,10 +484,11 @@ def sensitivity_table(models: list[SystemModel], nodes: list[int], sizes: list[i
     for sm in models:
         for algorithm in algorithms:
             for n in nodes:
-                t = cm.predict(
-                    algorithm, n, sm.gpus_per_node, np.asarray(sizes, float), sm.params, ll128=sm.ll128
-                )
-                el = cm.elasticities(algorithm, n, sm.gpus_per_node, np.asarray(sizes, float), sm.params)
+                try:
+                    p = sm.latency(algorithm, n, sizes, launch)
+                except InputError:
+                    continue
+                el = sm.elasticities(algorithm, n, sizes, launch)
                 for i, size in enumerate(sizes):
                     row = {
                         "system": sm.name,
@@ -311,18 +496,65 @@ def sensitivity_table(models: list[SystemModel], nodes: list[int], sizes: list[i
                         "nodes": n,
                         "size_bytes": size,
                         "size": format_size(size),
-                        "latency_us": float(np.broadcast_to(t, (len(sizes),))[i]),
+                        "latency_us": float(p.latency_us[i]),
                     }
-                    row |= {f"e_{k}": float(np.broadcast_to(v, (len(sizes),))[i]) for k, v in el.items()}
-                    dominant = max(
-                        el, key=lambda k, i=i: abs(float(np.broadcast_to(el[k], (len(sizes),))[i]))
-                    )
-                    row["dominant"] = dominant
+                    values = {k: float(np.broadcast_to(v, (len(sizes),))[i]) for k, v in el.items()}
+                    row |= {f"e_{k}": v for k, v in values.items()}
+                    ranked = sorted(values, key=lambda k: -abs(values[k]))
+                    row["dominant"] = ranked[0] if ranked else ""
+                    row["next"] = ranked[1] if len(ranked) > 1 else ""
                     rows.append(row)
     return pd.DataFrame(rows)
 
 
 ENGINE_STRATEGIES = ("tp", "tp-pp")
+
+
+def engine_pair(
+    sm: SystemModel, shape, tp, pp, batch, prompt_len, decode_len, rates, micro_batches, theta=None
+):
+    """Engine step times with NCCL and with NVRAR for decode (prefill always NCCL, as in the study)."""
+    comm = sm.communication(theta) if sm.grounded else sm.params
+    return tuple(
+        cm.engine_step(
+            shape,
+            tp,
+            pp,
+            sm.gpus_per_node,
+            batch,
+            prompt_len,
+            decode_len,
+            comm,
+            rates,
+            decode_allreduce=algorithm,
+            micro_batches=micro_batches,
+            ll128=sm.ll128,
+        )
+        for algorithm in ("nccl", "nvrar")
+    )
+
+
+def engine_intervals(sm: SystemModel, shape, tp, pp, batch, prompt_len, decode_len, rates, micro_batches):
+    """5–95 % of decode step, E2E and NVRAR's E2E gain over the calibration's bootstrap draws (the
+    fit's uncertainty of the communication; compute comes from datasheet rates, without an interval)."""
+    keys = ("decode_ms", "e2e_ms", "decode_ms_nvrar", "e2e_ms_nvrar", "e2e_speedup_nvrar")
+    if not sm.grounded:
+        return {f"{k}_{end}": float("nan") for k in keys for end in ("low", "high")}
+    draws = sm.calibration.theta_draws()
+    draws |= {k: np.full_like(draws[k], v) for k, v in sm.overrides.items() if k in draws}
+    nccl, nvrar = engine_pair(sm, shape, tp, pp, batch, prompt_len, decode_len, rates, micro_batches, draws)
+    values = {
+        "decode_ms": nccl["decode_ms"],
+        "e2e_ms": nccl["e2e_ms"],
+        "decode_ms_nvrar": nvrar["decode_ms"],
+        "e2e_ms_nvrar": nvrar["e2e_ms"],
+        "e2e_speedup_nvrar": nccl["e2e_ms"] / nvrar["e2e_ms"],
+    }
+    out = {}
+    for k, v in values.items():
+        lo, hi = np.quantile(np.ravel(v), (0.05, 0.95))
+        out[f"{k}_low"], out[f"{k}_high"] = float(lo), float(hi)
+    return out
 
 
 def engine_table(
@@ -380,45 +612,24 @@ def engine_table(
                         "decode_len": decode_len,
                     }
                     try:
-                        nccl = cm.engine_step(
-                            shape,
-                            tp,
-                            pp,
-                            g,
-                            batch,
-                            prompt_len,
-                            decode_len,
-                            sm.params,
-                            rates,
-                            decode_allreduce="nccl",
-                            micro_batches=micro_batches,
-                            ll128=sm.ll128,
-                        )
-                        nvrar = cm.engine_step(
-                            shape,
-                            tp,
-                            pp,
-                            g,
-                            batch,
-                            prompt_len,
-                            decode_len,
-                            sm.params,
-                            rates,
-                            decode_allreduce="nvrar",
-                            micro_batches=micro_batches,
-                            ll128=sm.ll128,
+                        nccl, nvrar = engine_pair(
+                            sm, shape, tp, pp, batch, prompt_len, decode_len, rates, micro_batches
                         )
                     except cm.CostModelError as exc:
                         raise InputError(str(exc), key="--tp/--pp/--batch-size") from exc
-                    row = base | {f"{k}": v for k, v in nccl.items()}
+                    row = base | {f"{k}": float(v) for k, v in nccl.items()}
                     row |= {
-                        "decode_ms_nvrar": nvrar["decode_ms"],
-                        "e2e_ms_nvrar": nvrar["e2e_ms"],
-                        "decode_allreduce_ms_nvrar": nvrar["decode_allreduce_ms"],
-                        "e2e_speedup_nvrar": nccl["e2e_ms"] / nvrar["e2e_ms"],
-                        "decode_comm_share": (nccl["decode_allreduce_ms"] + nccl["decode_p2p_ms"])
-                        / nccl["decode_ms"],
+                        "decode_ms_nvrar": float(nvrar["decode_ms"]),
+                        "e2e_ms_nvrar": float(nvrar["e2e_ms"]),
+                        "decode_allreduce_ms_nvrar": float(nvrar["decode_allreduce_ms"]),
+                        "e2e_speedup_nvrar": float(nccl["e2e_ms"] / nvrar["e2e_ms"]),
+                        "decode_comm_share": float(
+                            (nccl["decode_allreduce_ms"] + nccl["decode_p2p_ms"]) / nccl["decode_ms"]
+                        ),
                     }
+                    row |= engine_intervals(
+                        sm, shape, tp, pp, batch, prompt_len, decode_len, rates, micro_batches
+                    )
                     if sm.system.gpu is not None:
                         row["fits_memory"] = nccl["weights_gb_per_gpu"] < sm.system.gpu.memory_gb
                     rows.append(row)

@@ -40,10 +40,16 @@ from collectives.schedules import ALGORITHMS as SCHEDULE_ALGORITHMS
 
 # name → (unit, meaning); the classes' parameters are named <group>.<class>.<name>.
 GLOBAL_PARAMETERS: dict[str, tuple[str, str]] = {
-    "launch_plain_us": ("µs", "device-side cost of one kernel launched on its own (not from a graph), per kernel"),
+    "launch_plain_us": (
+        "µs",
+        "device-side cost of one kernel launched on its own (not from a graph), per kernel",
+    ),
     "launch_graph_us": ("µs", "cost of one kernel node replayed from a CUDA graph, per kernel"),
     "nccl_base_scale": ("—", "multiplies NCCL's base latency of every (algorithm, protocol)"),
-    "host_op_us": ("µs", "host time of each further operation of a call that issues several (a copy, a phase)"),
+    "host_op_us": (
+        "µs",
+        "host time of each further operation of a call that issues several (a copy, a phase)",
+    ),
     "nccl_graph_us": (
         "µs",
         "extra cost of an NCCL call replayed from a CUDA graph while NCCL_GRAPH_MIXING_SUPPORT=1 (NCCL's default)",
@@ -55,12 +61,18 @@ GLOBAL_PARAMETERS: dict[str, tuple[str, str]] = {
     ),
 }
 HOST_PARAMETERS: dict[str, tuple[str, str]] = {
-    "call_us": ("µs", "host time to issue one all-reduce call from this harness (hidden while the GPU is busier)"),
+    "call_us": (
+        "µs",
+        "host time to issue one all-reduce call from this harness (hidden while the GPU is busier)",
+    ),
 }
 HARNESSES = ("nccl-tests", "torch")
 FABRIC_PARAMETERS: dict[str, tuple[str, str]] = {
     "latency_us": ("µs", "one GPU-initiated step over NVLink: stores plus a flag the peer sees"),
-    "nccl_hop_us": ("µs", "NCCL's latency per NVLink hop of ring/LL; its other hops scale with NCCL's ratios"),
+    "nccl_hop_us": (
+        "µs",
+        "NCCL's latency per NVLink hop of ring/LL; its other hops scale with NCCL's ratios",
+    ),
     "efficiency": ("—", "fraction of the datasheet NVLink bandwidth per GPU that transfers reach"),
 }
 NETWORK_PARAMETERS: dict[str, tuple[str, str]] = {
@@ -75,7 +87,12 @@ TRANSPORT_PARAMETERS: dict[str, tuple[str, str]] = {
     "overhead_us": ("µs", "what NVSHMEM's transport adds to the network's one-way latency for a small put"),
     "efficiency": ("—", "fraction of the NICs' line rate NVSHMEM's puts reach over this transport"),
 }
-GROUPS = {"host": HOST_PARAMETERS, "fabric": FABRIC_PARAMETERS, "network": NETWORK_PARAMETERS, "nvshmem": TRANSPORT_PARAMETERS}
+GROUPS = {
+    "host": HOST_PARAMETERS,
+    "fabric": FABRIC_PARAMETERS,
+    "network": NETWORK_PARAMETERS,
+    "nvshmem": TRANSPORT_PARAMETERS,
+}
 
 # Algorithms the grounded model predicts. The in-node custom all-reduces: one-shot (every GPU reads
 # all peers and reduces; vLLM's one-stage custom all-reduce), two-shot (reduce-scatter then
@@ -137,7 +154,9 @@ def _get(theta: Theta, name: str, platform: Platform):
         ) from None
 
 
-def _launched(device_us, theta: Theta, launch: str, kernels: int, harness: str, platform: Platform, algorithm: str):
+def _launched(
+    device_us, theta: Theta, launch: str, kernels: int, harness: str, platform: Platform, algorithm: str
+):
     """A call's time from its device time: graph replay, or plain calls whose host work overlaps."""
     if launch not in LAUNCHES:
         raise CostModelError(f"launch must be one of {', '.join(LAUNCHES)}, got {launch!r}")
@@ -148,7 +167,9 @@ def _launched(device_us, theta: Theta, launch: str, kernels: int, harness: str, 
         return device
     if harness not in HARNESSES:
         raise CostModelError(f"harness must be one of {', '.join(HARNESSES)}, got {harness!r}")
-    host = _get(theta, f"host.{harness}.call_us", platform) + (kernels - 1) * _get(theta, "host_op_us", platform)
+    host = _get(theta, f"host.{harness}.call_us", platform) + (kernels - 1) * _get(
+        theta, "host_op_us", platform
+    )
     if harness == "torch" and algorithm == "nccl":
         host = host + _get(theta, "c10d_call_us", platform)
     # The larger of the two, softened (a p-norm): near the crossover host and GPU work only partly
@@ -318,7 +339,9 @@ def predict(
     """
     g = gpus_per_node
     if algorithm not in ALGORITHMS:
-        raise CostModelError(f"the grounded model has no algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+        raise CostModelError(
+            f"the grounded model has no algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}"
+        )
     m = np.asarray(size_bytes, dtype=float)
     if algorithm in POINT_TO_POINT:
         return _point_to_point(platform, algorithm, nodes, m, theta)
@@ -363,5 +386,10 @@ def _in_node(algorithm: str, g: int, m, lk: Links):
     return barriers * lk.nvlink_us + (LL_CELL_FACTOR if algorithm == "mscclpp" else 1.0) * moved / bw
 
 
-def is_power_of_two(n: int) -> bool:
-    return n >= 1 and 2 ** int(math.log2(n)) == n
+def stage_send_us(platform: Platform, nbytes, crosses_node: bool, theta: Theta, gpus_per_node: int):
+    """One pipeline stage's activations to the next (an NCCL send): over the network or NVLink."""
+    lk = links(platform, theta, max(gpus_per_node, 2) if platform.fabric else 1)
+    m = np.asarray(nbytes, dtype=float)
+    if crosses_node:
+        return lk.nccl_hop_us + lk.net_us + m / (1e3 * lk.nic_GBps)
+    return lk.nccl_nvlink_hop_us + m / (1e3 * lk.nvlink_peer_GBps)

@@ -34,6 +34,12 @@ def _common(p: argparse.ArgumentParser, *, systems: bool = False) -> None:
     p.add_argument("--defaults", action="store_true", help="ignore jobs/systems/fitted/<system>.yaml")
     p.add_argument("--gpus-per-node", type=int, help="what-if: another node shape than the system's")
     p.add_argument("--out", metavar="DIR", help="write CSV tables and figures here")
+    p.add_argument(
+        "--launch",
+        choices=("graph", "plain"),
+        default="graph",
+        help="calls replayed from a CUDA graph (default) or launched one by one (grounded systems)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,14 +93,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-len", type=int, default=1024)
     p.add_argument("--decode-len", type=int, default=256)
 
+    from study.commands import model_calibration, model_figures
+
+    model_calibration.add_arguments(sub)
+    model_figures.add_arguments(sub)
+
 
 def run(args: argparse.Namespace) -> int:
+    from study.commands import model_calibration, model_figures
     from study.errors import InputError
 
     command = getattr(args, "model_command", None)
+    handlers = {
+        "predict": _predict,
+        "fit": _fit,
+        "engine": _engine,
+        "compare": _compare,
+        **model_calibration.HANDLERS,
+        **model_figures.HANDLERS,
+    }
     if command is None:
-        raise InputError("choose a sub-command: predict, fit, engine or compare", key="SUBCOMMAND")
-    return {"predict": _predict, "fit": _fit, "engine": _engine, "compare": _compare}[command](args)
+        raise InputError(f"choose a sub-command: {', '.join(handlers)}", key="SUBCOMMAND")
+    return handlers[command](args)
 
 
 def escape(text: str) -> str:
@@ -152,10 +172,14 @@ def _write(out: str | None, tables: dict, figures) -> list[Path]:
     return written
 
 
-def _fmt_us(value: float, stderr: float = float("nan")) -> str:
-    """A latency for a table, with ± its standard error when a fit provided one."""
-    text = f"{value:,.1f}" if value < 1e4 else f"{value:,.0f}"
-    return text if stderr != stderr else f"{text} ± {stderr:,.1f}"
+def _num(value: float) -> str:
+    return f"{value:,.1f}" if value < 1e3 else f"{value:,.0f}"
+
+
+def _fmt_us(value: float, low: float = float("nan"), high: float = float("nan"), mark: str = "") -> str:
+    """A latency for a table, with its 5–95 % interval when the model has one; `mark` flags extrapolation."""
+    text = _num(value) + mark
+    return text if low != low else f"{text} [{_num(low)}–{_num(high)}]"
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -168,9 +192,17 @@ def _predict(args: argparse.Namespace) -> int:
     sizes = parse_size_range(args.sizes, "--sizes")
     algorithms = _algorithms(args.algorithms)
     (sm,) = _models([args.system], args)
-    df = predict_table([sm], nodes, sizes, algorithms)
+    df = predict_table([sm], nodes, sizes, algorithms, args.launch)
+    if df.empty:
+        from study.errors import InputError
+
+        raise InputError("; ".join(df.attrs["skipped"]) or "nothing to predict", key="--algorithms")
+    mode = f", {args.launch} launches" if sm.grounded else ""
     table = Table(
-        title=escape(f"Predicted all-reduce latency (µs) on {sm.name}, {sm.gpus_per_node} GPUs per node")
+        title=escape(
+            f"Predicted all-reduce latency (µs) on {sm.name}, {sm.gpus_per_node} GPUs per node{mode}"
+            + (" [5–95 % interval]; * = beyond the published data" if sm.grounded else "")
+        )
     )
     for column in (
         "nodes",
@@ -180,14 +212,23 @@ def _predict(args: argparse.Namespace) -> int:
         *(["NCCL picks"] if "nccl" in algorithms else []),
     ):
         table.add_column(column, justify="right" if column not in ("fastest", "NCCL picks") else "left")
-    wide = df.pivot_table(index=["nodes", "size_bytes"], columns="algorithm", values="latency_us")
-    for (n, size), row in wide.iterrows():
-        sel = df[(df["nodes"] == n) & (df["size_bytes"] == size)]
-        errors = sel.set_index("algorithm")["latency_us_stderr"]
+    algorithms = [a for a in algorithms if a in set(df["algorithm"])]
+    for (n, size), sel in df.groupby(["nodes", "size_bytes"], sort=True):
+        by = sel.set_index("algorithm")
         cells = [
             str(n),
             sel["size"].iloc[0],
-            *(_fmt_us(row[a], errors[a]) for a in algorithms),
+            *(
+                _fmt_us(
+                    by.at[a, "latency_us"],
+                    by.at[a, "latency_us_low"],
+                    by.at[a, "latency_us_high"],
+                    "*" if by.at[a, "extrapolation"] else "",
+                )
+                if a in by.index
+                else "–"
+                for a in algorithms
+            ),
             sel["fastest"].iloc[0],
         ]
         if "nccl" in algorithms:
@@ -202,6 +243,11 @@ def _predict(args: argparse.Namespace) -> int:
             lambda d: plots.plot_latency_vs_nodes(df, d, f"model_latency_vs_nodes_{sm.name}"),
         ],
     )
+    for note in df.attrs["skipped"]:
+        print(f"not predicted: {note}")
+    beyond = sorted({e.partition(": ")[0] + ": " + e.partition(": ")[2] for e in df["extrapolation"] if e})
+    if beyond:
+        print("* beyond the published data: " + "; ".join(dict.fromkeys(beyond)))
     print(
         f"predicted {len(df)} configurations ({len(algorithms)} algorithms × {len(nodes)} node counts × "
         f"{len(sizes)} sizes) on {sm.name}; parameters: {sm.source}"
