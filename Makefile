@@ -30,7 +30,11 @@ demo: $(STAMP)
 	$(VENV)/bin/study run experiments/demo-allreduce.yaml --workspace $(WORKSPACES)/demo-allreduce --report
 	$(VENV)/bin/study run experiments/demo.yaml --workspace $(WORKSPACES)/demo --report
 
+# Every figure of experiments/paper/ predicted for perlmutter and vista (figures/predicted/index.html),
+# with the measured points of collected workspaces of the same names beside them; then each collected
+# workspace's own figures.
 figures: $(STAMP)
+	$(VENV)/bin/study model figures --out figures/predicted --workspaces $(WORKSPACES)
 	@for ws in $(WORKSPACES)/*/; do \
 	  if [ -f "$$ws/dataset.parquet" ]; then $(VENV)/bin/study plot "$$ws"; fi; \
 	done

@@ -345,8 +345,11 @@ def write_report(
     align: str = "nodes",
     title: str | None = None,
     jobs: int = 1,
+    nccl: pd.DataFrame | None = None,
 ) -> Path:
-    """Write every supported figure (into `figures_dir`, default beside the page) and the page itself."""
+    """Write every supported figure (into `figures_dir`, default beside the page) and the page itself.
+
+    `nccl` gives NCCL's decisions directly (predicted ones) instead of parsing the workspaces' logs."""
     from analysis.nccl_log import algorithm_map
     from analysis.registry import FigureData, plot_all
     from study.results import atomic_write_text
@@ -354,7 +357,7 @@ def write_report(
     out_path = Path(out_path)
     out_dir = out_path.parent
     fig_dir = Path(figures_dir) if figures_dir else out_dir / "figures"
-    data = FigureData(ds, list(ds.workspaces))
+    data = FigureData(ds, list(ds.workspaces), _nccl=nccl)
     results = plot_all(data, fig_dir, jobs=jobs)
     amap = algorithm_map(data.nccl)
     ctx = build_context(ds, results, out_dir, embed=embed, nccl_map=amap, align=align, title=title)

@@ -57,8 +57,20 @@ def speedup_table(
         return pd.DataFrame()
     keys = _series_keys(table, drop=("algorithm",))
     med = "latency_us_median"
-    base = table[table["algorithm"] == baseline].set_index(keys)[med].rename(f"{baseline}_us")
-    cand = table[table["algorithm"] == candidate].set_index(keys)[med].rename(f"{candidate}_us")
+    # Two experiments with the same configuration (one sweep in two workspaces) share a key: their
+    # medians are combined, not paired twice.
+    base = (
+        table[table["algorithm"] == baseline]
+        .groupby(keys, dropna=False)[med]
+        .median()
+        .rename(f"{baseline}_us")
+    )
+    cand = (
+        table[table["algorithm"] == candidate]
+        .groupby(keys, dropna=False)[med]
+        .median()
+        .rename(f"{candidate}_us")
+    )
     if base.empty or cand.empty:
         return pd.DataFrame()
     both = pd.concat([base, cand], axis=1, join="inner").reset_index()

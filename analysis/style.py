@@ -8,6 +8,8 @@ half-written figure.
 
 from __future__ import annotations
 
+import contextvars
+
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +101,20 @@ def marker_for(index: int) -> str:
     return MARKERS[index % len(MARKERS)]
 
 
+# A label every figure written while it is set carries in its title and corner ("predicted by the
+# cost model"): `study model figures` sets it around the figures it draws from predictions.
+FIGURE_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("figure_label", default="")
+
+
+def _label(fig: Figure) -> None:
+    label = FIGURE_LABEL.get()
+    if not label:
+        return
+    title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    fig.suptitle(f"{title} — {label}" if title else label)
+    fig.text(0.995, 0.005, label.upper(), ha="right", va="bottom", fontsize=7, color="0.45")
+
+
 def save_figure(
     fig: Figure,
     points_df: pd.DataFrame,
@@ -115,6 +131,7 @@ def save_figure(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
+    _label(fig)
     try:
         atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
         atomic_write(paths["pdf"], lambda tmp: fig.savefig(tmp, format="pdf"))

@@ -28,7 +28,6 @@ Docs: docs/costmodel.md ("The grounded model").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
