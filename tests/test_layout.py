@@ -18,6 +18,7 @@ ALLOWED = {
     "engine": {"torch", "triton", "numpy", "mpi4py", "safetensors", "engine", "collectives", "study"},
     "collectives": {"torch", "numpy", "mpi4py", "collectives", "study", "nvidia"},
     "study": {
+        "scipy",
         "pydantic",
         "yaml",
         "jinja2",

@@ -222,10 +222,14 @@ def test_fit_writes_the_workspace_fit_and_the_system_override(
     argv = ["model", "predict", "--system", "beta", "--nodes", "2,64", "--sizes", "1MiB", "--out", str(pred)]
     assert main(argv) == 0
     assert "fitted" in capsys.readouterr().out
-    df = pd.read_csv(pred / "model_predict_beta.csv").set_index(["algorithm", "nodes"])["latency_us_stderr"]
-    assert 0 < df[("nvrar", 2)] < df[("nvrar", 64)]
+    df = pd.read_csv(pred / "model_predict_beta.csv").set_index(["algorithm", "nodes"])
+    width = df["latency_us_high"] - df["latency_us_low"]
+    assert 0 < width[("nvrar", 2)] < width[("nvrar", 64)]
+    assert (df["latency_us_low"] < df["latency_us"]).all() and (
+        df["latency_us"] < df["latency_us_high"]
+    ).all()
     assert main([*argv[:-2], "--defaults", "--out", str(tmp_path / "pred0")]) == 0
-    assert pd.read_csv(tmp_path / "pred0" / "model_predict_beta.csv")["latency_us_stderr"].isna().all()
+    assert pd.read_csv(tmp_path / "pred0" / "model_predict_beta.csv")["latency_us_low"].isna().all()
     model = sm.system_model("beta")
     assert model.params.inter.beta_GBps == pytest.approx(block["inter"]["beta_GBps"])
     assert sm.system_model("beta", use_fitted=False).params.inter.beta_GBps == 25.0

@@ -372,7 +372,7 @@ def _engine(args: argparse.Namespace) -> int:
         "comm share",
         "E2E NCCL",
         "E2E NVRAR",
-        "NVRAR speedup",
+        "NVRAR E2E gain [5–95 %]",
         "GB/GPU",
     )
     for column in columns:
@@ -389,7 +389,12 @@ def _engine(args: argparse.Namespace) -> int:
             f"{row['decode_comm_share']:.0%}",
             f"{row['e2e_ms']:.0f}",
             f"{row['e2e_ms_nvrar']:.0f}",
-            f"{row['e2e_speedup_nvrar']:.2f}x",
+            f"{row['e2e_speedup_nvrar']:.2f}x"
+            + (
+                f" [{row['e2e_speedup_nvrar_low']:.2f}–{row['e2e_speedup_nvrar_high']:.2f}]"
+                if row["e2e_speedup_nvrar_low"] == row["e2e_speedup_nvrar_low"]
+                else ""
+            ),
             f"{row['weights_gb_per_gpu']:.0f}" + ("" if row.get("fits_memory", True) else " (!)"),
         )
     _console().print(table)
