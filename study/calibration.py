@@ -312,9 +312,8 @@ def calibrate(
     say = progress or (lambda _text: None)
     say("fit on every source")
     full = fit(df, platforms, priors)
-    validation = leave_one_source_out(
-        df, platforms, priors, progress=lambda s: say(f"hold out {s}"), start=full.theta
-    )
+    # Held-out fits start from the priors, not from the full fit, which has seen the held-out source.
+    validation = leave_one_source_out(df, platforms, priors, progress=lambda s: say(f"hold out {s}"))
     boot = bootstrap(
         df,
         platforms,

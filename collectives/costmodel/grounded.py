@@ -72,7 +72,14 @@ FABRIC_PARAMETERS: dict[str, tuple[str, str]] = {
         "µs",
         "NCCL's latency per NVLink hop of ring/LL; its other hops scale with NCCL's ratios",
     ),
-    "efficiency": ("—", "fraction of the datasheet NVLink bandwidth per GPU that transfers reach"),
+    "efficiency": (
+        "—",
+        "fraction of the datasheet NVLink bandwidth per GPU that NCCL's and NVSHMEM's transfers reach",
+    ),
+    "peer_efficiency": (
+        "—",
+        "fraction of it the peer-memory all-reduces of one node reach (one-shot, two-shot, ...)",
+    ),
 }
 NETWORK_PARAMETERS: dict[str, tuple[str, str]] = {
     "latency_us": ("µs", "host-initiated one-way small-message latency (MPI ping-pong / 2)"),
@@ -81,6 +88,10 @@ NETWORK_PARAMETERS: dict[str, tuple[str, str]] = {
         "NCCL's latency per network hop of ring/LL; its other hops scale with NCCL's ratios",
     ),
     "efficiency": ("—", "fraction of the NICs' line rate that large transfers reach"),
+    "nccl_cap_GBps": (
+        "GB/s",
+        "bus bandwidth NCCL's network pipeline sustains per node, in series with the NICs' (1/bw adds)",
+    ),
 }
 TRANSPORT_PARAMETERS: dict[str, tuple[str, str]] = {
     "overhead_us": ("µs", "what NVSHMEM's transport adds to the network's one-way latency for a small put"),
@@ -105,6 +116,8 @@ OVERLAP_NORM = 8.0
 # Barriers and traffic per GPU of the in-node algorithms: one-shot reads the whole message from every
 # peer; the others move 2(G-1)/G of it (reduce-scatter, then all-gather). Each waits twice for its
 # peers: barriers (one-shot, two-shot, multimem) or the flags of its two rounds of LL packets (mscclpp).
+# mscclpp's packets carry a flag beside their data, but the published times fit without doubling its
+# bytes: at these sizes its kernels are bound by latency, not by NVLink's bandwidth.
 IN_NODE_SHAPE = {
     "one-shot": (2, "all"),
     "two-shot": (2, "halves"),
@@ -183,6 +196,7 @@ class Links:
     nvlink_us: np.ndarray
     nccl_nvlink_hop_us: np.ndarray
     nvlink_gpu_GBps: np.ndarray  # a GPU's NVLink bandwidth to all peers together
+    peer_gpu_GBps: np.ndarray  # the same for peer-memory loads and stores
     nvlink_peer_GBps: np.ndarray  # to one peer
     net_us: np.ndarray
     nccl_hop_us: np.ndarray
@@ -202,8 +216,9 @@ def links(platform: Platform, theta: Theta, gpus_per_node: int) -> Links:
         peer_bw = gpu_bw if platform.fabric_switched else gpu_bw / max(g - 1, 1)
         nvlink_us = _get(theta, f"fabric.{platform.fabric}.latency_us", platform)
         nccl_nvlink = _get(theta, f"fabric.{platform.fabric}.nccl_hop_us", platform)
+        peer_mem = platform.fabric_GBps * _get(theta, f"fabric.{platform.fabric}.peer_efficiency", platform)
     else:
-        gpu_bw = peer_bw = nvlink_us = nccl_nvlink = nan
+        gpu_bw = peer_bw = nvlink_us = nccl_nvlink = peer_mem = nan
     if platform.network:
         eff = _get(theta, f"network.{platform.network}.efficiency", platform)
         nic = platform.nic_Gbps / 8 * eff
@@ -222,6 +237,7 @@ def links(platform: Platform, theta: Theta, gpus_per_node: int) -> Links:
         nvlink_us,
         nccl_nvlink,
         gpu_bw,
+        peer_mem,
         peer_bw,
         net_us,
         hop,
@@ -267,6 +283,9 @@ def nccl_choice(platform: Platform, nodes: int, g: int, size_bytes) -> np.ndarra
 def _nccl(platform: Platform, nodes: int, g: int, m, theta: Theta, lk: Links):
     """Device time of NCCL's chosen (algorithm, protocol) under the fitted transports."""
     node_net = lk.nic_GBps * platform.nics_per_node
+    if nodes > 1:
+        cap = _get(theta, f"network.{platform.network}.nccl_cap_GBps", platform)
+        node_net = 1.0 / (1.0 / node_net + 1.0 / cap)
     bus = nccl_bus_GBps(platform, nodes, g, lk.nvlink_gpu_GBps, node_net)
     intra_scale = lk.nccl_nvlink_hop_us / NCCL_REFERENCE_ALPHA_US["intra"] if g > 1 else 1.0
     net_scale = lk.nccl_hop_us / NCCL_REFERENCE_ALPHA_US["inter"] if nodes > 1 else 1.0
@@ -379,10 +398,10 @@ def _in_node(algorithm: str, g: int, m, lk: Links):
     NVLink step each) and their NVLink traffic per GPU. Loads from peers are the reduction's operands,
     so the adds hide under the traffic and are not charged apart."""
     frac = (g - 1) / g
-    bw = 1e3 * lk.nvlink_gpu_GBps
+    bw = 1e3 * lk.peer_gpu_GBps
     barriers, traffic = IN_NODE_SHAPE[algorithm]
     moved = (g - 1) * m if traffic == "all" else 2 * frac * m
-    return barriers * lk.nvlink_us + (LL_CELL_FACTOR if algorithm == "mscclpp" else 1.0) * moved / bw
+    return barriers * lk.nvlink_us + moved / bw
 
 
 def stage_send_us(platform: Platform, nbytes, crosses_node: bool, theta: Theta, gpus_per_node: int):
