@@ -9,7 +9,6 @@ half-written figure.
 from __future__ import annotations
 
 import contextvars
-
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -96,7 +96,8 @@ def _ratio_claim(claim: dict[str, Any], sm) -> Verdict:
     n_at, s_at = configs[int(where)]
     detail = (
         f"{inside.mean():.0%} of {len(central)} configurations inside the claimed range; "
-        f"{'lowest' if cmin < lo_claim else 'highest'} {central[where]:.2f}x at {n_at} nodes, {format_size(s_at)} "
+        f"{'lowest' if cmin < lo_claim else 'highest'} {central[where]:.2f}x at {n_at} nodes, "
+        f"{format_size(s_at)} "
         f"({launch})"
     )
     return Verdict(
@@ -138,7 +139,8 @@ def _engine_claim(claim: dict[str, Any], sm) -> Verdict:
     else:
         verdict = "not supported"
     detail = (
-        f"largest gain at {int(best['nodes'])} nodes (TP {int(best['tp'])}), batch {int(best['batch_size'])}; "
+        f"largest gain at {int(best['nodes'])} nodes (TP {int(best['tp'])}), "
+        f"batch {int(best['batch_size'])}; "
         f"model {'below' if got < value else 'above'} the claim by {abs(got / value - 1):.0%}"
     )
     return Verdict(
@@ -193,7 +195,8 @@ def _switch_claim(claim: dict[str, Any], sm) -> Verdict:
         "",
         f"ring up to {above} GPUs, tree above, at {format_size(size)}",
         verdict,
-        "NCCL's choice comes from its own tuner's constants (nccl_tuning.json) and the system's datasheet bandwidths",
+        "NCCL's choice comes from its own tuner's constants (nccl_tuning.json) and the system's "
+        "datasheet bandwidths",
     )
 
 

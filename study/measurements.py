@@ -1,4 +1,4 @@
-"""Published measurements, the platforms they ran on, and the priors: the data the grounded model is fitted to.
+"""Published measurements, the platforms they ran on and the priors: what the grounded model is fitted to.
 
 Everything here is data in `jobs/measurements/` (README.md there documents the columns):
 `*.csv` one file per source (every row names its source), `platforms.yaml` the hardware of platforms
@@ -68,6 +68,7 @@ NETWORKS = ("slingshot-11", "infiniband")
 FABRICS = ("nvlink3", "nvlink4")
 TRANSPORTS = ("proxy", "ibgda")
 CPUS = ("amd", "intel", "arm")
+NIC_PATHS = ("pxb", "phb")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,13 @@ def _yaml(path: Path) -> Any:
 def _classes_block(block: dict[str, Any], where: str, key: str) -> dict[str, Any]:
     """The class keys of a platform's cost_model block, checked."""
     out: dict[str, Any] = {}
-    for name, allowed in (("network", NETWORKS), ("fabric", FABRICS), ("nvshmem", TRANSPORTS), ("cpu", CPUS)):
+    for name, allowed in (
+        ("network", NETWORKS),
+        ("fabric", FABRICS),
+        ("nvshmem", TRANSPORTS),
+        ("cpu", CPUS),
+        ("nic_path", NIC_PATHS),
+    ):
         value = block.get(name)
         if value is not None and value not in allowed:
             raise InputError(f"{value!r} is not one of {', '.join(allowed)}", file=where, key=f"{key}.{name}")
@@ -140,6 +147,9 @@ def platform_of_system(system: System) -> Platform | None:
         nics_per_node=net.nics_per_node if net else 0,
         nic_Gbps=net.link_Gbps if net else 0.0,
         nvshmem=classes["nvshmem"],
+        nccl_graph_mixing=str(system.env.get("NCCL_GRAPH_MIXING_SUPPORT", "1")).strip()
+        not in ("0", "False", "false"),
+        nic_path=classes["nic_path"] or "pxb",
     )
 
 
@@ -178,6 +188,7 @@ def load_platforms(path: Path = PLATFORMS_FILE) -> dict[str, Platform]:
             nics,
             rate,
             classes["nvshmem"],
+            nic_path=classes["nic_path"] or "pxb",
         )
     for system in list_systems():
         platform = platform_of_system(system)

@@ -78,6 +78,7 @@ class CostModel(StrictModel):
     nvshmem: str | None = None
     cpu: str | None = None
     sm: int | None = None
+    nic_path: str | None = None
     fitted: dict[str, float] | None = None
     fitted_to: dict[str, list[str]] | None = None
     source: str = ""

@@ -51,7 +51,8 @@ GLOBAL_PARAMETERS: dict[str, tuple[str, str]] = {
     ),
     "nccl_graph_us": (
         "µs",
-        "extra cost of an NCCL call replayed from a CUDA graph while NCCL_GRAPH_MIXING_SUPPORT=1 (NCCL's default)",
+        "extra cost of an NCCL call replayed from a CUDA graph while NCCL_GRAPH_MIXING_SUPPORT=1 "
+        "(NCCL's default)",
     ),
     "c10d_call_us": ("µs", "extra host time of torch.distributed's NCCL all_reduce over a custom op's call"),
     "mpi_gpu_buffer_us": (
@@ -144,6 +145,12 @@ class Platform:
     nic_Gbps: float = 0.0
     nvshmem: str | None = None  # NVSHMEM's remote transport: proxy (libfabric, IB verbs) | ibgda
     nccl_graph_mixing: bool = True  # NCCL_GRAPH_MIXING_SUPPORT, NCCL's default 1; the study sets 0
+    nic_path: str = "pxb"  # GPU to NIC: pxb (through a PCIe switch) or phb (through the CPU's host bridge)
+
+    def ll128(self, nodes: int) -> bool:
+        """Whether NCCL 2.27 enables LL128: across nodes only when the NIC path stays within a PCIe
+        switch (PXB), or on Hopper (whose PXN and C2C paths also qualify)."""
+        return nodes == 1 or self.nic_path == "pxb" or self.sm >= 90
 
     def parameter_names(self) -> list[str]:
         """The parameters predictions on this platform can depend on."""
@@ -274,7 +281,7 @@ def nccl_choice(platform: Platform, nodes: int, g: int, size_bytes) -> np.ndarra
         return np.full(m.shape, "none", dtype=object)
     node_net = platform.nics_per_node * platform.nic_Gbps / 8
     bus = nccl_bus_GBps(platform, nodes, g, platform.fabric_GBps, node_net)
-    cands = nccl_times(nodes, g, m, bus, sm=platform.sm, cpu=platform.cpu)
+    cands = nccl_times(nodes, g, m, bus, sm=platform.sm, cpu=platform.cpu, ll128=platform.ll128(nodes))
     names = np.asarray([f"{a}/{p}" for a, p in cands], dtype=object)
     stacked = np.stack(np.broadcast_arrays(*cands.values()))
     return names[np.argmin(stacked, axis=0)]
@@ -299,6 +306,7 @@ def _nccl(platform: Platform, nodes: int, g: int, m, theta: Theta, lk: Links):
         base_scale=_get(theta, "nccl_base_scale", platform),
         sm=platform.sm,
         cpu=platform.cpu,
+        ll128=platform.ll128(nodes),
     )
     chosen = nccl_choice(platform, nodes, g, m)
     names = [f"{a}/{p}" for a, p in cands]

@@ -213,7 +213,7 @@ def _predict(args: argparse.Namespace) -> int:
     ):
         table.add_column(column, justify="right" if column not in ("fastest", "NCCL picks") else "left")
     algorithms = [a for a in algorithms if a in set(df["algorithm"])]
-    for (n, size), sel in df.groupby(["nodes", "size_bytes"], sort=True):
+    for (n, _size), sel in df.groupby(["nodes", "size_bytes"], sort=True):
         by = sel.set_index("algorithm")
         cells = [
             str(n),

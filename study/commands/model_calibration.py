@@ -157,7 +157,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     h = calibration.holdout
     print(
         f"calibrated {len(priors)} parameters on {len(df)} points from {h['sources']} sources ({folder}); "
-        f"held out by source: median |error| {h['median_abs_error']:.0%}, {h['within_35_percent']:.0%} within ±35 %; "
+        f"held out by source: median |error| {h['median_abs_error']:.0%}, "
+        f"{h['within_35_percent']:.0%} within ±35 %; "
         f"intervals from {args.draws} bootstrap draws"
         + (f"; wrote {', '.join(str(w) for w in written)}" if written else "; nothing written (use --write)")
     )
@@ -182,7 +183,8 @@ def _validate(args: argparse.Namespace) -> int:
         unknown = sorted(set(args.source) - set(t["source_id"]))
         if unknown:
             raise InputError(
-                f"unknown source(s) {', '.join(unknown)}; known: {', '.join(sorted(t['source_id'].unique()))}",
+                f"unknown source(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(t['source_id'].unique()))}",
                 key="--source",
             )
         t = t[t["source_id"].isin(args.source)]
@@ -232,7 +234,8 @@ def _validate(args: argparse.Namespace) -> int:
     full = validation.table
     print(
         f"validated on {len(full)} held-out points from {full['source_id'].nunique()} sources ({folder}): "
-        f"median |error| {full['error'].abs().median():.0%}, {(full['error'].abs() <= 0.35).mean():.0%} within ±35 %"
+        f"median |error| {full['error'].abs().median():.0%}, "
+        f"{(full['error'].abs() <= 0.35).mean():.0%} within ±35 %"
         + (f"; wrote {len(written)} files to {args.out}" if written else "")
     )
     return 0

@@ -80,7 +80,8 @@ def _figures(args: argparse.Namespace) -> int:
     finally:
         FIGURE_LABEL.reset(token)
     items = "\n".join(
-        f'<li><a href="{html.escape(str(p.relative_to(out)))}">{html.escape(n)}</a>: {rows} predicted rows</li>'
+        f'<li><a href="{html.escape(str(p.relative_to(out)))}">{html.escape(n)}</a>: '
+        f"{rows} predicted rows</li>"
         for n, p, rows in pages
     )
     index = atomic_write_text(
