@@ -482,3 +482,17 @@ def test_model_figures_puts_measured_points_beside_the_predictions(tmp_path, cap
     assert "measured points from" in capsys.readouterr().out
     points = pd.read_csv(next((out / "perlmutter" / "figures").glob("allreduce_latency-true*.csv")))
     assert {"nccl (measured)", "nvrar (measured)"} <= set(points["algorithm"])
+
+
+def test_compare_two_grounded_systems_names_their_dominant_parameters(tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    argv = ["model", "compare", "--systems", "perlmutter,vista", "--nodes", "4,16", "--sizes", "64KiB,2MiB"]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Sensitivity" in text and "dominant parameters" in text.splitlines()[-1]
+    sens = pd.read_csv(out / "model_sensitivity_perlmutter_vs_vista.csv")
+    assert set(sens["system"]) == {"perlmutter", "vista"}
+    grounded = set(parameter_names())
+    assert set(sens["dominant"]) <= grounded
+    # Vista has one GPU per node: no NVLink parameter can matter there.
+    assert not sens.loc[sens["system"] == "vista", "dominant"].str.startswith("fabric.").any()

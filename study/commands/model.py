@@ -437,46 +437,48 @@ def _compare(args: argparse.Namespace) -> int:
     pred = predict_table(models, nodes, sizes, algorithms)
     sens = sensitivity_table(models, nodes, sizes, algorithms)
     console = _console()
-    table = Table(title="Predicted all-reduce latency (µs) per system")
+    table = Table(
+        title="Predicted all-reduce latency (µs) per system [5–95 % interval]; * = beyond the published data"
+    )
     table.add_column("algorithm")
     table.add_column("nodes", justify="right")
     table.add_column("size", justify="right")
     for sm in models:
         table.add_column(sm.name, justify="right")
-    wide = pred.pivot_table(index=["algorithm", "nodes", "size_bytes"], columns="system", values="latency_us")
-    for (algorithm, n, size), row in wide.iterrows():
-        table.add_row(algorithm, str(n), format_size(int(size)), *(_fmt_us(row[sm.name]) for sm in models))
+    by = pred.set_index(["algorithm", "nodes", "size_bytes", "system"])
+    for algorithm, n, size in (
+        pred[["algorithm", "nodes", "size_bytes"]].drop_duplicates().itertuples(index=False)
+    ):
+        cells = []
+        for sm in models:
+            key = (algorithm, n, size, sm.name)
+            if key not in by.index:
+                cells.append("–")
+                continue
+            r = by.loc[key]
+            mark = "*" if r["extrapolation"] else ""
+            cells.append(_fmt_us(r["latency_us"], r["latency_us_low"], r["latency_us_high"], mark))
+        table.add_row(algorithm, str(n), format_size(int(size)), *cells)
     console.print(table)
     st = Table(
-        title="Sensitivity: elasticity ∂T/∂θ · θ/T (α: +, β: −); the dominant parameter per configuration"
+        title="Sensitivity: elasticity ∂T/∂θ · θ/T (+1: latency moves one-for-one with θ, −1: inversely); "
+        "the two parameters that matter most per configuration"
     )
-    for column in (
-        "system",
-        "algorithm",
-        "nodes",
-        "size",
-        "α intra",
-        "β intra",
-        "α inter",
-        "β inter",
-        "γ",
-        "η",
-        "dominant",
-    ):
-        st.add_column(column, justify="left" if column in ("system", "algorithm", "dominant") else "right")
+    for column in ("system", "algorithm", "nodes", "size", "dominant", "e", "next", "e "):
+        st.add_column(
+            column, justify="left" if column in ("system", "algorithm", "dominant", "next") else "right"
+        )
     for _, r in sens.iterrows():
+        first, second = r["dominant"], r["next"]
         st.add_row(
             r["system"],
             r["algorithm"],
             str(r["nodes"]),
             r["size"],
-            f"{r['e_alpha_intra_us']:+.2f}",
-            f"{r['e_beta_intra_GBps']:+.2f}",
-            f"{r['e_alpha_inter_us']:+.2f}",
-            f"{r['e_beta_inter_GBps']:+.2f}",
-            f"{r['e_gamma_intra_GBps'] + r['e_gamma_inter_GBps']:+.2f}",
-            f"{r['e_eta']:+.2f}",
-            r["dominant"],
+            first,
+            f"{r[f'e_{first}']:+.2f}" if first else "",
+            second,
+            f"{r[f'e_{second}']:+.2f}" if second else "",
         )
     console.print(st)
     tag = "_vs_".join(sm.name for sm in models)
