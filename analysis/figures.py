@@ -358,8 +358,17 @@ def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
             ax.set_ylabel("latency (µs)")
         for ax in list(axes.flat)[len(topologies) :]:
             ax.set_visible(False)
+        # One legend for every panel's series: a series may appear on some panels only.
+        labelled: dict[str, object] = {}
+        for ax in axes.flat:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                labelled.setdefault(label, handle)
         axes.flat[min(cols, len(topologies)) - 1].legend(
-            title="algorithm", bbox_to_anchor=(1.02, 1), loc="upper left"
+            list(labelled.values()),
+            list(labelled),
+            title="algorithm",
+            bbox_to_anchor=(1.02, 1),
+            loc="upper left",
         )
         fig.suptitle(_title("All-reduce latency", page))
         fig.tight_layout()

@@ -174,6 +174,42 @@ def nccl_decisions(df, sm):
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def published_rows(predicted, corpus, system: str):
+    """Published points of `system` (jobs/measurements) that a predicted collective figure covers: the
+    same algorithm, node count, GPUs per node and launch mode. Each copies the scalar parameters of a
+    predicted row of its configuration (so it lands on the same page and panel), with its algorithm
+    marked "(published)" and `origin = published`."""
+    import pandas as pd
+
+    if predicted.empty or "algorithm" not in predicted.columns:
+        return predicted.iloc[:0]
+    mine = corpus[corpus["system"] == system]
+    rows = []
+    for r in mine.itertuples(index=False):
+        graphs = r.launch == "graph"
+        match = predicted[
+            (predicted["algorithm"] == r.algorithm)
+            & (predicted["nodes"] == r.nodes)
+            & (predicted["gpus_per_node"] == r.gpus_per_node)
+            & (predicted["graphs"].astype(bool) == graphs)
+        ]
+        if match.empty:
+            continue
+        template = match.iloc[0].to_dict()
+        rows.append(
+            template
+            | {
+                "run_id": f"published-{r.source_id}-{r.line}",
+                "repeat": 0,
+                "algorithm": f"{r.algorithm} (published)",
+                "size_bytes": int(r.size_bytes),
+                "latency_us": float(r.latency_us),
+                "origin": "published",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def measured_rows(workspace: Path):
     """A collected workspace's rows, marked as measured and renamed to sit beside the predictions."""
     from analysis.dataset import load_workspace

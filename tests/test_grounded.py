@@ -450,6 +450,23 @@ def test_model_figures_without_workspaces_writes_labelled_predictions(tmp_path, 
     assert set(points["algorithm"]) == {"nccl", "nvrar"}
     assert (points["latency_us_q1"] <= points["latency_us_median"]).all()
     assert (points["latency_us_q1"] < points["latency_us_q3"]).all()  # the band is the interval
+    # The study's own NVRAR tuning results (4 Perlmutter nodes, plain launches) are overlaid.
+    plain = pd.read_csv(next((out / "perlmutter" / "figures").glob("allreduce_latency-false*.csv")))
+    published = plain[plain["algorithm"] == "nvrar (published)"]
+    corpus = load_corpus()
+    yalis = corpus[corpus["source_id"] == "yalis-nvrar"]
+    assert sorted(published["latency_us_median"]) == sorted(yalis["latency_us"])
+    assert (published["nodes"] == 4).all()
+
+
+def test_make_figures_runs_the_predicted_figures_first() -> None:
+    import subprocess
+
+    dry = subprocess.run(
+        ["make", "-n", "figures"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    lines = [line for line in dry.splitlines() if "study" in line]
+    assert "model figures --out figures/predicted --workspaces workspaces" in lines[0]
 
 
 def test_model_figures_puts_measured_points_beside_the_predictions(tmp_path, capsys) -> None:

@@ -2,9 +2,10 @@
 
 For each system (default perlmutter and vista) every experiment is expanded as `study plan` would and
 priced by the calibrated model (study/predicted.py); the figures of `study plot` are drawn from those
-rows, labelled "predicted by the cost model", with the 5–95 % interval as their band and, where a
-collected workspace of the same experiment exists under --workspaces, its measured points beside
-them. One HTML page per system in the style of the report, and an index page linking them.
+rows, labelled "predicted by the cost model", with the 5–95 % interval as their band, the system's
+published points (jobs/measurements) overlaid where a figure covers them and, where a collected
+workspace of the same experiment exists under --workspaces, its measured points beside them. One
+HTML page per system in the style of the report, and an index page linking them.
 """
 
 from __future__ import annotations
@@ -39,8 +40,16 @@ def _figures(args: argparse.Namespace) -> int:
     from analysis.report import write_report
     from analysis.style import FIGURE_LABEL
     from study.errors import InputError
+    from study.measurements import load_corpus
     from study.model import system_model
-    from study.predicted import PAPER_DIR, experiments, measured_rows, nccl_decisions, predicted_dataset
+    from study.predicted import (
+        PAPER_DIR,
+        experiments,
+        measured_rows,
+        nccl_decisions,
+        predicted_dataset,
+        published_rows,
+    )
     from study.results import atomic_write_text
 
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -48,7 +57,8 @@ def _figures(args: argparse.Namespace) -> int:
         raise InputError("give at least one system", key="--systems")
     files = experiments(Path(args.experiments) if args.experiments else PAPER_DIR)
     out = Path(args.out)
-    pages, measured_from = [], []
+    pages, measured_from, published = [], [], 0
+    corpus = load_corpus()
     token = FIGURE_LABEL.set(LABEL)
     try:
         for name in names:
@@ -60,6 +70,10 @@ def _figures(args: argparse.Namespace) -> int:
                     continue
                 frames.append(df)
                 nccl.append(nccl_decisions(df, sm))
+                if "graphs" in df.columns:
+                    points = published_rows(df, corpus, sm.name)
+                    published += len(points)
+                    frames.append(points)
                 workspace = Path(args.workspaces) / path.stem
                 if (workspace / "dataset.parquet").is_file() or (workspace / "dataset.csv").is_file():
                     measured = measured_rows(workspace)
@@ -67,7 +81,7 @@ def _figures(args: argparse.Namespace) -> int:
                     if not measured.empty:
                         frames.append(measured)
                         measured_from.append(str(workspace))
-            runs = pd.concat(frames, ignore_index=True, sort=False)
+            runs = _whole_numbers(pd.concat(frames, ignore_index=True, sort=False))
             ds = from_frames(runs, source=f"predictions for {sm.name}", workspace=f"predicted-{sm.name}")
             page = write_report(
                 ds,
@@ -93,7 +107,8 @@ def _figures(args: argparse.Namespace) -> int:
     )
     figures = sum(len(list((out / n / "figures").glob("*.png"))) for n, _, _ in pages)
     print(
-        f"wrote {figures} predicted figures for {len(files)} experiments on {', '.join(names)} and {index}"
+        f"wrote {figures} predicted figures for {len(files)} experiments on {', '.join(names)} and {index}; "
+        f"{published} published points overlaid"
         + (
             f"; measured points from {', '.join(sorted(set(measured_from)))}"
             if measured_from
@@ -101,6 +116,18 @@ def _figures(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _whole_numbers(df):
+    """Parameters that are whole numbers stay integers (nullable) where other experiments' rows left
+    gaps, so titles read `batch_size=4`, not `4.0`."""
+    for column in df.columns:
+        values = df[column]
+        if values.dtype.kind == "f" and column not in ("latency_us",) and not column.endswith(("_ms", "_s")):
+            present = values.dropna()
+            if len(present) and (present == present.round()).all():
+                df[column] = values.astype("Int64")
+    return df
 
 
 HANDLERS = {"figures": _figures}
