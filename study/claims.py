@@ -39,9 +39,9 @@ class Verdict:
 
 
 def load_claims(path: Path = CLAIMS_FILE) -> list[dict[str, Any]]:
-    from study.measurements import _yaml
+    from study.measurements import read_yaml
 
-    data = _yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise InputError("expected a mapping with a `claims:` list", file=str(path), key="claims")
     for i, claim in enumerate(data["claims"]):
@@ -72,10 +72,10 @@ def _ratio_claim(claim: dict[str, Any], sm) -> Verdict:
     draws = sm.calibration.theta_draws()
     central, low, high = [], [], []
     for n in claim["nodes"]:
-        nccl = sm._grounded_predict("nccl", n, sizes, launch, sm.theta)
-        nvrar = sm._grounded_predict("nvrar", n, sizes, launch, sm.theta)
+        nccl = sm.grounded_latency_us("nccl", n, sizes, launch, sm.theta)
+        nvrar = sm.grounded_latency_us("nvrar", n, sizes, launch, sm.theta)
         central.append(nccl / nvrar)
-        ratio = sm._grounded_predict("nccl", n, sizes, launch, draws) / sm._grounded_predict(
+        ratio = sm.grounded_latency_us("nccl", n, sizes, launch, draws) / sm.grounded_latency_us(
             "nvrar", n, sizes, launch, draws
         )
         q = np.quantile(ratio, (0.05, 0.95), axis=0)

@@ -79,7 +79,7 @@ class Prior:
     upper: float = math.inf
 
 
-def _yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     import yaml
 
     try:
@@ -155,7 +155,7 @@ def platform_of_system(system: System) -> Platform | None:
 
 def load_platforms(path: Path = PLATFORMS_FILE) -> dict[str, Platform]:
     """Every platform: those of platforms.yaml and the shipped systems with a grounded cost_model."""
-    data = _yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("platforms"), dict):
         raise InputError("expected a mapping with a `platforms:` mapping", file=str(path), key="platforms")
     out: dict[str, Platform] = {}
@@ -215,7 +215,7 @@ def parameter_names(platforms: dict[str, Platform] | None = None) -> list[str]:
 
 
 def load_priors(path: Path = PRIORS_FILE) -> dict[str, Prior]:
-    data = _yaml(path)
+    data = read_yaml(path)
     if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict):
         raise InputError("expected a mapping with a `parameters:` mapping", file=str(path), key="parameters")
     known = parameter_names()

@@ -149,7 +149,7 @@ class SystemModel:
     def grounded(self) -> bool:
         return self.platform is not None
 
-    def _grounded_predict(self, algorithm: str, nodes: int, sizes, launch: str, theta) -> np.ndarray:
+    def grounded_latency_us(self, algorithm: str, nodes: int, sizes, launch: str, theta) -> np.ndarray:
         from collectives.costmodel import grounded as gm
 
         return gm.predict(
@@ -181,11 +181,11 @@ class SystemModel:
                 return Prediction(t, t - 1.645 * se, t + 1.645 * se)
             from study.calibration import interval
 
-            t = self._grounded_predict(algorithm, nodes, sizes, launch, self.theta)
+            t = self.grounded_latency_us(algorithm, nodes, sizes, launch, self.theta)
             draws = self.calibration.theta_draws()
             draws |= {k: np.full_like(draws[k], v) for k, v in self.overrides.items() if k in draws}
             lo, hi = interval(
-                lambda th: self._grounded_predict(algorithm, nodes, sizes, launch, th),
+                lambda th: self.grounded_latency_us(algorithm, nodes, sizes, launch, th),
                 draws,
                 self.calibration.ratios,
             )
@@ -216,13 +216,13 @@ class SystemModel:
         if not self.grounded:
             return cm.elasticities(algorithm, nodes, self.gpus_per_node, sizes, self.params)
         base = dict(self.theta)
-        t0 = self._grounded_predict(algorithm, nodes, sizes, launch, base)
+        t0 = self.grounded_latency_us(algorithm, nodes, sizes, launch, base)
         out = {}
         for name in self.platform.parameter_names():
             if name not in base:
                 continue
-            hi = self._grounded_predict(algorithm, nodes, sizes, launch, base | {name: base[name] * 1.0001})
-            lo = self._grounded_predict(algorithm, nodes, sizes, launch, base | {name: base[name] * 0.9999})
+            hi = self.grounded_latency_us(algorithm, nodes, sizes, launch, base | {name: base[name] * 1.0001})
+            lo = self.grounded_latency_us(algorithm, nodes, sizes, launch, base | {name: base[name] * 0.9999})
             e = (hi - lo) / (2e-4 * t0)
             if np.any(np.abs(e) > 1e-6):
                 out[name] = e

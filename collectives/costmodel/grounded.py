@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from collectives.costmodel.nccl import NCCL_REFERENCE_ALPHA_US, nccl_times
+from collectives.costmodel.nccl import NCCL_REFERENCE_ALPHA_US, choose, nccl_times
 from collectives.costmodel.params import CostModelError
 from collectives.costmodel.schedule import schedule_time
 from collectives.schedules import ALGORITHMS as SCHEDULE_ALGORITHMS
@@ -117,8 +117,8 @@ OVERLAP_NORM = 8.0
 # Barriers and traffic per GPU of the in-node algorithms: one-shot reads the whole message from every
 # peer; the others move 2(G-1)/G of it (reduce-scatter, then all-gather). Each waits twice for its
 # peers: barriers (one-shot, two-shot, multimem) or the flags of its two rounds of LL packets (mscclpp).
-# mscclpp's packets carry a flag beside their data, but the published times fit without doubling its
-# bytes: at these sizes its kernels are bound by latency, not by NVLink's bandwidth.
+# mscclpp's packets carry a flag beside their data, but the published times fit better without
+# doubling its bytes (docs/costmodel.md, "Modelling decisions").
 IN_NODE_SHAPE = {
     "one-shot": (2, "all"),
     "two-shot": (2, "halves"),
@@ -282,9 +282,7 @@ def nccl_choice(platform: Platform, nodes: int, g: int, size_bytes) -> np.ndarra
     node_net = platform.nics_per_node * platform.nic_Gbps / 8
     bus = nccl_bus_GBps(platform, nodes, g, platform.fabric_GBps, node_net)
     cands = nccl_times(nodes, g, m, bus, sm=platform.sm, cpu=platform.cpu, ll128=platform.ll128(nodes))
-    names = np.asarray([f"{a}/{p}" for a, p in cands], dtype=object)
-    stacked = np.stack(np.broadcast_arrays(*cands.values()))
-    return names[np.argmin(stacked, axis=0)]
+    return choose(cands)[1]
 
 
 def _nccl(platform: Platform, nodes: int, g: int, m, theta: Theta, lk: Links):
