@@ -15,9 +15,8 @@ Method (docs/costmodel.md, "Calibration against published measurements"):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -172,7 +171,6 @@ class Validation:
     """Every held-out prediction: each source predicted by the fit of all the others."""
 
     table: Any  # DataFrame: the corpus rows with predicted_us and error (predicted / published − 1)
-    fits: dict[str, FitOutcome] = field(default_factory=dict)
 
     def summary(self, by: str):
         t = self.table.assign(abs_error=self.table["error"].abs())
@@ -190,23 +188,19 @@ class Validation:
 
 
 def leave_one_source_out(
-    df, platforms, priors, *, progress: Callable[[str], None] | None = None, start=None
+    df, platforms, priors, *, progress: Callable[[str], None] | None = None
 ) -> Validation:
     parts = []
-    fits = {}
     for source in sorted(df["source_id"].unique()):
         if progress:
             progress(source)
         train, held = df[df["source_id"] != source], df[df["source_id"] == source]
-        outcome = fit(train, platforms, priors, start=start)
-        fits[source] = outcome
+        outcome = fit(train, platforms, priors)  # from the priors: nothing of the held-out source
         predicted = predict_groups(outcome.theta, make_groups(held, platforms), len(held))
         parts.append(held.assign(predicted_us=predicted, error=predicted / held["latency_us"].to_numpy() - 1))
     import pandas as pd
 
-    return Validation(
-        pd.concat(parts).sort_values(["source_id", "file", "line"]).reset_index(drop=True), fits
-    )
+    return Validation(pd.concat(parts).sort_values(["source_id", "file", "line"]).reset_index(drop=True))
 
 
 def bootstrap(
@@ -277,10 +271,6 @@ def interval(
     values = np.asarray(predict(draws))
     lo, hi = np.quantile(values, INTERVAL, axis=0)
     return lo * min(ratios[0], 1.0), hi * max(ratios[1], 1.0)
-
-
-def is_finite_positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
 
 
 # -- the calibration file ----------------------------------------------------------------------------------

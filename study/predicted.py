@@ -165,7 +165,7 @@ def nccl_decisions(df, sm):
                     "collective": "AllReduce",
                     "size_bytes": int(size),
                     "nranks": int(world),
-                    "algorithm": algorithm.capitalize() if algorithm != "tree" else "Tree",
+                    "algorithm": algorithm.capitalize(),
                     "protocol": protocol,
                     "predicted_us": np.nan,
                     "channels": np.nan,
