@@ -195,11 +195,14 @@ class SystemModel:
 
     def nccl_choice(self, nodes: int, sizes) -> np.ndarray:
         sizes = np.asarray(sizes, dtype=float)
-        if self.grounded:
-            from collectives.costmodel import grounded as gm
+        if not self.grounded:
+            return cm.nccl_predict(nodes, self.gpus_per_node, sizes, self.params, ll128=self.ll128)[1]
+        from collectives.costmodel import grounded as gm
 
+        try:
             return gm.nccl_choice(self.platform, nodes, self.gpus_per_node, sizes)
-        return cm.nccl_predict(nodes, self.gpus_per_node, sizes, self.params, ll128=self.ll128)[1]
+        except cm.CostModelError as exc:
+            raise InputError(str(exc), key="--nodes/--gpus-per-node") from exc
 
     def extrapolation(self, algorithm: str, nodes: int, size: float) -> str:
         """Why a prediction lies outside the published data ('' inside; always '' for α-β systems)."""
@@ -369,6 +372,12 @@ def _grounded_model(system: System, overrides: dict[str, float], gpus_per_node: 
             f"{', '.join(platform.parameter_names())}",
             key="--set",
         )
+    for name, value in overrides.items():
+        upper = 1.0 if name.endswith("efficiency") else np.inf
+        if not (np.isfinite(value) and 0 < value <= upper):
+            raise InputError(
+                f"{name}={value:g} is not physical (positive{', at most 1' if upper == 1 else ''})", key="--set"
+            )
     theta.update(overrides)
     source = (
         f"calibrated on {calibration.holdout.get('sources', '?')} published sources "

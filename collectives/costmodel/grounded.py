@@ -277,6 +277,7 @@ def nccl_bus_GBps(platform: Platform, nodes: int, g: int, gpu_bw, node_net_bw):
 def nccl_choice(platform: Platform, nodes: int, g: int, size_bytes) -> np.ndarray:
     """'algorithm/protocol' NCCL picks: its own tuner with its own constants and datasheet bandwidths."""
     m = np.asarray(size_bytes, dtype=float)
+    _check_topology(platform, "nccl", nodes, g)
     if nodes * g == 1:
         return np.full(m.shape, "none", dtype=object)
     node_net = platform.nics_per_node * platform.nic_Gbps / 8

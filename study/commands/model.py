@@ -131,14 +131,17 @@ def _console():
 
 
 def _algorithms(text: str) -> list[str]:
+    """All-reduce algorithms either model prices (the peer-memory ones only on grounded systems)."""
     from collectives.costmodel import MODELS
+    from collectives.costmodel.grounded import IN_NODE
     from study.errors import InputError
 
+    known = (*MODELS, *IN_NODE)
     names = [a.strip() for a in text.split(",") if a.strip()]
-    unknown = [a for a in names if a not in MODELS]
+    unknown = [a for a in names if a not in known]
     if unknown or not names:
         raise InputError(
-            f"unknown algorithm(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(MODELS)}",
+            f"unknown algorithm(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}",
             key="--algorithms",
         )
     return names
@@ -245,9 +248,9 @@ def _predict(args: argparse.Namespace) -> int:
     )
     for note in df.attrs["skipped"]:
         print(f"not predicted: {note}")
-    beyond = sorted({e.partition(": ")[0] + ": " + e.partition(": ")[2] for e in df["extrapolation"] if e})
+    beyond = sorted({e for e in df["extrapolation"] if e})
     if beyond:
-        print("* beyond the published data: " + "; ".join(dict.fromkeys(beyond)))
+        print("* beyond the published data: " + "; ".join(beyond))
     print(
         f"predicted {len(df)} configurations ({len(algorithms)} algorithms × {len(nodes)} node counts × "
         f"{len(sizes)} sizes) on {sm.name}; parameters: {sm.source}"
