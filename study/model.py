@@ -376,7 +376,8 @@ def _grounded_model(system: System, overrides: dict[str, float], gpus_per_node: 
         upper = 1.0 if name.endswith("efficiency") else np.inf
         if not (np.isfinite(value) and 0 < value <= upper):
             raise InputError(
-                f"{name}={value:g} is not physical (positive{', at most 1' if upper == 1 else ''})", key="--set"
+                f"{name}={value:g} is not physical (positive{', at most 1' if upper == 1 else ''})",
+                key="--set",
             )
     theta.update(overrides)
     source = (

@@ -513,3 +513,18 @@ def test_compare_two_grounded_systems_names_their_dominant_parameters(tmp_path, 
     assert set(sens["dominant"]) <= grounded
     # Vista has one GPU per node: no NVLink parameter can matter there.
     assert not sens.loc[sens["system"] == "vista", "dominant"].str.startswith("fabric.").any()
+
+
+def test_what_ifs_are_checked_and_peer_memory_algorithms_stay_in_one_node(capsys) -> None:
+    base = ["model", "predict", "--system", "perlmutter", "--nodes", "1,2", "--sizes", "1MiB"]
+    assert main([*base, "--set", "nccl_base_scale=-1"]) == 2
+    assert "not physical" in capsys.readouterr().err
+    assert main([*base, "--set", "fabric.nvlink3.efficiency=1.5"]) == 2
+    assert "at most 1" in capsys.readouterr().err
+    assert main([*base, "--algorithms", "one-shot,nccl"]) == 0
+    out = capsys.readouterr().out
+    assert "not predicted: perlmutter one-shot on 2 node(s)" in out and "inside one node" in out
+    assert main(["model", "predict", "--system", "vista", "--nodes", "2", "--gpus-per-node", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "no NVLink fabric" in err and "Traceback" not in err and "Warning" not in err
+    assert main(["model", "predict", "--system", "local", "--algorithms", "one-shot"]) == 2
