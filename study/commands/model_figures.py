@@ -59,12 +59,19 @@ def _figures(args: argparse.Namespace) -> int:
     out = Path(args.out)
     pages, measured_from, published = [], [], 0
     corpus = load_corpus()
+    from rich.console import Console
+    from rich.progress import Progress
+
     token = FIGURE_LABEL.set(LABEL)
+    progress = Progress(console=Console(stderr=True), transient=True)
+    task = progress.add_task("predicting", total=len(names) * (len(files) + 1))
     try:
+        progress.start()
         for name in names:
             sm = system_model(name)
             frames, nccl = [], []
             for path in files:
+                progress.update(task, advance=1, description=f"{name}: pricing {path.stem}")
                 df = predicted_dataset(path, sm)
                 if df.empty:
                     continue
@@ -81,6 +88,7 @@ def _figures(args: argparse.Namespace) -> int:
                     if not measured.empty:
                         frames.append(measured)
                         measured_from.append(str(workspace))
+            progress.update(task, advance=1, description=f"{name}: drawing the figures")
             runs = _whole_numbers(pd.concat(frames, ignore_index=True, sort=False))
             ds = from_frames(runs, source=f"predictions for {sm.name}", workspace=f"predicted-{sm.name}")
             page = write_report(
@@ -92,6 +100,7 @@ def _figures(args: argparse.Namespace) -> int:
             )
             pages.append((sm.name, page, len(runs)))
     finally:
+        progress.stop()
         FIGURE_LABEL.reset(token)
     items = "\n".join(
         f'<li><a href="{html.escape(str(p.relative_to(out)))}">{html.escape(n)}</a>: '
