@@ -9,6 +9,12 @@ usual `host:pid:tid [cudaDev] NCCL INFO ` prefix:
   `AllReduce: 131072 Bytes -> Algo RING proto LL channel{Lo..Hi}={0..1}` (some builds add `comm 0x…`)
 * `Best tuning, algorithm, RING, protocol, LL` (tuner-plugin era), which carries no size.
 
+Names may be padded (`Broadcast:    32768 Bytes -> …`), a named line may carry numeric ids and a
+`time` (`AllGather: 37756928 Bytes -> Algo 1 proto 2 time 2860.208008`), and a launcher may put its
+own prefix before NCCL's (`2: ` from `srun --label`, `[1,0]<stdout>:` from `mpirun --tag-output`):
+all are read. A line that looks like a tuning decision but matches none of these is counted, and the
+count reaches the caller (`unparsed`) instead of vanishing.
+
 The size and the communicator's rank count come from the collective's own line (subsystem COLL):
 `AllReduce: opCount 4 sendbuff 0x… recvbuff 0x… count 32768 datatype 9 op 0 root 0 comm 0x… [nranks=8]
 stream 0x…`. A tuning line without a size or rank count takes them from the last collective line of
@@ -45,7 +51,8 @@ _PROTO_NAMES = {v.upper(): v for v in PROTOCOLS.values()}
 # then the fp8 types (e4m3, e5m2) of NCCL 2.24+.
 DTYPE_BYTES: dict[int, int] = {0: 1, 1: 1, 2: 4, 3: 4, 4: 8, 5: 8, 6: 2, 7: 4, 8: 8, 9: 2, 10: 1, 11: 1}
 
-_PREFIX = r"^(?P<host>[^\s:]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL INFO "
+# NCCL's own prefix, wherever a launcher's label puts it on the line (searched, not anchored).
+_PREFIX = r"(?:^|(?<=[\s:>\]]))(?P<host>[^\s:\[\]<>]+):(?P<pid>\d+):(?P<tid>\d+) \[(?P<dev>\d+)\] NCCL INFO "
 _COLL = re.compile(
     _PREFIX + r"(?P<coll>\w+): opCount (?P<op>[0-9a-fA-Fx]+) sendbuff \S+ recvbuff \S+ count (?P<count>\d+) "
     r"datatype (?P<dtype>\d+) op (?P<redop>\d+) root (?P<root>\d+) "
@@ -55,9 +62,11 @@ _NUMERIC = re.compile(
     _PREFIX + r"(?P<bytes>\d+) Bytes -> Algo (?P<algo>\d+) proto (?P<proto>\d+) time (?P<time>[-+0-9.eE]+)"
 )
 _NAMED = re.compile(
-    _PREFIX + r"(?P<coll>\w+): (?P<bytes>\d+) Bytes -> Algo (?P<algo>\w+) proto (?P<proto>\w+)"
+    _PREFIX + r"(?P<coll>\w+):\s+(?P<bytes>\d+) Bytes -> Algo (?P<algo>\w+) proto (?P<proto>\w+)"
+    r"(?: time (?P<time>[-+0-9.eE]+))?"
     r"(?: channel\{Lo\.\.Hi\}=\{(?P<clo>\d+)\.\.(?P<chi>\d+)\})?(?: comm (?P<comm>\S+))?"
 )
+_LOOKS_LIKE_TUNING = re.compile(r"\d+ Bytes\b.*\bAlgo\b|Best tuning")
 _BEST = re.compile(_PREFIX + r"Best tuning, algorithm, (?P<algo>\w+), protocol, (?P<proto>\w+)")
 _INIT = re.compile(_PREFIX + r".*?comm (?P<comm>0x[0-9a-fA-F]+) rank \d+ nranks (?P<nranks>\d+)")
 
@@ -94,10 +103,13 @@ def _proto(value: str) -> str:
     return _PROTO_NAMES.get(value.upper(), value)
 
 
-def parse_lines(lines: Iterable[str], source: str = "<log>", nranks: int | None = None) -> list[dict]:
+def parse_lines(
+    lines: Iterable[str], source: str = "<log>", nranks: int | None = None, unparsed: list[str] | None = None
+) -> list[dict]:
     """One dict per tuning decision found in `lines` (see the module docstring for the formats).
 
     `nranks`, when given (the run's world size), fills in decisions whose rank count the log lacks.
+    Lines that look like tuning decisions but match no known shape are appended to `unparsed`.
     """
     last: dict[tuple[str, str, str], _Call] = {}
     comm_ranks: dict[str, int] = {}
@@ -106,24 +118,26 @@ def parse_lines(lines: Iterable[str], source: str = "<log>", nranks: int | None 
         if "NCCL INFO" not in raw:
             continue
         line = raw.rstrip("\n")
-        m = _COLL.match(line)
+        m = _COLL.search(line)
         if m:
             size = int(m["count"]) * DTYPE_BYTES[int(m["dtype"])] if int(m["dtype"]) in DTYPE_BYTES else None
             comm_ranks[m["comm"]] = int(m["nranks"])
             last[(m["host"], m["pid"], m["tid"])] = _Call(m["coll"], size, int(m["nranks"]))
             continue
-        m = _NAMED.match(line)
+        m = _NAMED.search(line)
         kind = "named"
         if not m:
-            m = _NUMERIC.match(line)
+            m = _NUMERIC.search(line)
             kind = "numeric"
         if not m:
-            m = _BEST.match(line)
+            m = _BEST.search(line)
             kind = "best"
         if not m:
-            m = _INIT.match(line)
+            m = _INIT.search(line)
             if m:
                 comm_ranks[m["comm"]] = int(m["nranks"])
+            elif unparsed is not None and _LOOKS_LIKE_TUNING.search(line):
+                unparsed.append(line)
             continue
         call = last.get((m["host"], m["pid"], m["tid"]))
         groups = m.groupdict()
@@ -159,20 +173,27 @@ def parse_lines(lines: Iterable[str], source: str = "<log>", nranks: int | None 
     return out
 
 
-def parse_log(path: str | os.PathLike[str], nranks: int | None = None) -> pd.DataFrame:
-    """The tuning decisions of one log file as a DataFrame (columns `COLUMNS`)."""
+def _frame(rows: list[dict], unparsed: list[str]) -> pd.DataFrame:
     import pandas as pd
 
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame.attrs["unparsed"] = len(unparsed)
+    return frame
+
+
+def parse_log(path: str | os.PathLike[str], nranks: int | None = None) -> pd.DataFrame:
+    """The tuning decisions of one log file as a DataFrame (columns `COLUMNS`); `attrs["unparsed"]`
+    counts the lines that looked like decisions but could not be read."""
     p = Path(path)
+    unparsed: list[str] = []
     with open(p, encoding="utf-8", errors="replace") as fh:
-        rows = parse_lines(fh, str(p), nranks)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+        rows = parse_lines(fh, str(p), nranks, unparsed)
+    return _frame(rows, unparsed)
 
 
 def parse_text(text: str, nranks: int | None = None, source: str = "<text>") -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.DataFrame(parse_lines(text.splitlines(), source, nranks), columns=list(COLUMNS))
+    unparsed: list[str] = []
+    return _frame(parse_lines(text.splitlines(), source, nranks, unparsed), unparsed)
 
 
 def algorithm_map(decisions: pd.DataFrame, collective: str = "AllReduce") -> pd.DataFrame:
@@ -215,9 +236,10 @@ def workspace_decisions(workspace: str | os.PathLike[str]) -> pd.DataFrame:
     from study.results import ResultError, read_result
 
     frames = []
+    unparsed = 0
     runs = Path(workspace) / "runs"
     if not runs.is_dir():
-        return pd.DataFrame(columns=list(COLUMNS))
+        return _frame([], [])
     for attempt in sorted(runs.glob("*/attempt-*")):
         world = None
         result = attempt / "results.json"
@@ -226,18 +248,13 @@ def workspace_decisions(workspace: str | os.PathLike[str]) -> pd.DataFrame:
                 world = read_result(result)["topology"].get("world_size")
             except ResultError:
                 world = None
-        for name in LOG_NAMES:
-            log = attempt / name
-            if log.is_file():
-                frame = parse_log(log, world)
-                if not frame.empty:
-                    frame["run_id"] = attempt.parent.name
-                    frames.append(frame)
-        for log in sorted(attempt.glob("*.nccl.log")):
+        logs = [attempt / name for name in LOG_NAMES if (attempt / name).is_file()]
+        for log in logs + sorted(attempt.glob("*.nccl.log")):
             frame = parse_log(log, world)
+            unparsed += frame.attrs["unparsed"]
             if not frame.empty:
                 frame["run_id"] = attempt.parent.name
                 frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=list(COLUMNS))
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+    out.attrs["unparsed"] = unparsed
+    return out

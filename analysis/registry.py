@@ -87,11 +87,12 @@ class FigureData:
 
             from analysis.nccl_log import COLUMNS, workspace_decisions
 
-            frames = [workspace_decisions(w) for w in self.workspaces]
-            frames = [f for f in frames if not f.empty]
+            parsed = [workspace_decisions(w) for w in self.workspaces]
+            frames = [f for f in parsed if not f.empty]
             self._nccl = (
                 pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
             )
+            self._nccl.attrs["unparsed"] = sum(f.attrs.get("unparsed", 0) for f in parsed)
         return self._nccl
 
 

@@ -84,3 +84,63 @@ def test_numeric_line_alone_takes_world_size_from_results(tmp_path):
 def test_no_logs_gives_empty_map(tmp_path):
     assert workspace_decisions(tmp_path).empty
     assert algorithm_map(workspace_decisions(tmp_path)).empty
+
+
+# Lines as users have them: behind `srun --label` and `mpirun --tag-output` prefixes, a padded name,
+# a named line with numeric ids and a time, and one tuning-looking line in no known shape.
+LAUNCHER_LINES = """\
+2: node-0:309:309 [0] NCCL INFO AllReduce: opCount 1 sendbuff 0x1 recvbuff 0x1 count 4096 datatype 7 \
+op 0 root 0 comm 0xa1 [nranks=16] stream 0x2
+2: node-0:309:309 [0] NCCL INFO AllReduce: 16384 Bytes -> Algo TREE proto LL channel{Lo..Hi}={0..1}
+[1,0]<stdout>:node-1:411:411 [0] NCCL INFO AllGather: 37756928 Bytes -> Algo 1 proto 2 time 2860.208008
+[1,0]<stdout>:node-1:411:411 [0] NCCL INFO Broadcast:    32768 Bytes -> Algo RING proto SIMPLE \
+channel{Lo..Hi}={0..3}
+node-2:500:500 [0] NCCL INFO AllReduce: 65536 Bytes => Algo RING proto LL
+"""
+
+
+def test_launcher_prefixes_padding_and_times_are_read_and_the_rest_is_counted():
+    d = parse_text(LAUNCHER_LINES, nranks=8)
+    got = list(
+        d[["host", "collective", "size_bytes", "nranks", "algorithm", "protocol"]].itertuples(
+            index=False, name=None
+        )
+    )
+    assert got == [
+        ("node-0", "AllReduce", 16384, 16, "Tree", "LL"),  # srun --label prefix; ranks from its call line
+        ("node-1", "AllGather", 37756928, 8, "Ring", "Simple"),  # mpirun prefix, numeric ids with a time
+        ("node-1", "Broadcast", 32768, 8, "Ring", "Simple"),  # padded name
+    ]
+    assert d.loc[1, "predicted_us"] == pytest.approx(2860.208008)
+    assert d.attrs["unparsed"] == 1  # the "=>" line looks like a decision but is in no known shape
+
+
+def test_plot_says_how_many_tuning_lines_it_could_not_read(tmp_path, capsys):
+    from study.cli import main
+
+    ws = tmp_path / "ws"
+    attempt = ws / "runs" / "r1" / "attempt-1"
+    attempt.mkdir(parents=True)
+    (attempt / "stdout").write_text(LAUNCHER_LINES)
+    import pandas as pd
+
+    pd.DataFrame(
+        [
+            {
+                "experiment": "e",
+                "run_id": "r1",
+                "repeat": 0,
+                "kind": "collective",
+                "status": "ok",
+                "nodes": 2,
+                "gpus_per_node": 4,
+                "world_size": 8,
+                "system": "x",
+                "algorithm": "nccl",
+                "size_bytes": 1024,
+                "latency_us": 10.0,
+            }
+        ]
+    ).to_csv(ws / "dataset.csv", index=False)
+    assert main(["plot", str(ws), "--only", "nccl_algorithm_map", "--jobs", "1"]) == 0
+    assert "1 NCCL tuning line(s) in the logs not understood" in capsys.readouterr().out

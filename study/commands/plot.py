@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give at least one collected workspace", key="WORKSPACE")
     ds = load_workspaces(args.workspaces)
     out = Path(args.out) if args.out else Path(args.workspaces[0]) / "figures"
-    results = plot_all(FigureData(ds, list(ds.workspaces)), out, only=args.only, jobs=default_jobs(args.jobs))
+    data = FigureData(ds, list(ds.workspaces))
+    results = plot_all(data, out, only=args.only, jobs=default_jobs(args.jobs))
     written = 0
     for r in results:
         if r.skipped:
@@ -66,8 +67,14 @@ def run(args: argparse.Namespace) -> int:
             written += 1
             print(f"wrote {files['png']} (+.pdf, .csv)")
     made = sum(1 for r in results if r.files)
+    unparsed = data.nccl.attrs.get("unparsed", 0)
     print(
         f"plot: {written} figure file set(s) from {made} of {len(results)} figure kinds into {out}; "
         f"{len(results) - made} skipped"
+        + (
+            f"; {unparsed} NCCL tuning line(s) in the logs not understood (analysis/nccl_log.py)"
+            if unparsed
+            else ""
+        )
     )
     return 0
