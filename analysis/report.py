@@ -83,21 +83,24 @@ class Analyses:
     speedups: pd.DataFrame
     crossovers: pd.DataFrame
     e2e: pd.DataFrame
+    fastest: pd.DataFrame
 
 
 def analyse(ds: Dataset) -> Analyses:
     import pandas as pd
 
     from analysis.bottlenecks import findings
-    from analysis.speedup import crossovers, e2e_speedup, speedup_table
+    from analysis.speedup import crossovers, e2e_speedup, fastest_by_size, latency_table, speedup_table
 
     coll, inf = ds.kind("collective"), ds.kind("inference")
-    speedups = speedup_table(coll) if not coll.empty else pd.DataFrame()
+    latencies = latency_table(coll) if not coll.empty else pd.DataFrame()
+    speedups = speedup_table(coll, latencies=latencies) if not coll.empty else pd.DataFrame()
     return Analyses(
         found=findings(ds.runs, ds.timers, by="name"),
         speedups=speedups,
         crossovers=crossovers(speedups),
         e2e=e2e_speedup(inf) if not inf.empty else pd.DataFrame(),
+        fastest=fastest_by_size(latencies),
     )
 
 
@@ -128,6 +131,7 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
                 f"than about {human_bytes(row.crossover_bytes)} (crossing between "
                 f"{human_bytes(row.size_lo)} and {human_bytes(row.size_hi)})."
             )
+    out += _fastest_sentences(an.fastest)
     e2e = an.e2e
     if not e2e.empty:
         best = e2e.loc[e2e["speedup"].idxmax()]
@@ -149,6 +153,39 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
         out.append(
             f"{ds.failed['run_id'].nunique()} run(s) failed and are left out of every number above; "
             "the table of failures gives their reasons."
+        )
+    return out
+
+
+def _fastest_sentences(fastest: pd.DataFrame) -> list[str]:
+    """Which algorithm is fastest over which sizes, per configuration: whatever algorithms a sweep
+    measured (NVRAR's schedule against ring, tree or gloo as much as NVRAR against NCCL)."""
+    from analysis.speedup import human_bytes
+
+    if fastest.empty:
+        return []
+    keys = [
+        c
+        for c in fastest.columns
+        if c not in ("size_bytes", "fastest", "fastest_us", "runner_up", "margin", "algorithms")
+    ]
+    out = []
+    for values, part in fastest.groupby(keys, dropna=False, sort=True):
+        part = part.sort_values("size_bytes")
+        runs = part["fastest"].ne(part["fastest"].shift()).cumsum()
+        spans = []
+        for _, span in part.groupby(runs, sort=False):
+            lo, hi = human_bytes(span["size_bytes"].iloc[0]), human_bytes(span["size_bytes"].iloc[-1])
+            where = lo if lo == hi else f"{lo}–{hi}"
+            lo_m, hi_m = f"{span['margin'].min():.2f}", f"{span['margin'].max():.2f}"
+            margin = f"{lo_m}×" if lo_m == hi_m else f"{lo_m}–{hi_m}×"
+            spans.append(f"{span['fastest'].iloc[0]} at {where} ({margin} ahead of the next)")
+        config = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
+        label = ", ".join(
+            f"{k}={_fmt(config[k])}" for k in ("system", "nodes", "world_size", "graphs") if k in config
+        )
+        out.append(
+            f"Fastest of {int(part['algorithms'].max())} all-reduces ({label}): " + "; ".join(spans) + "."
         )
     return out
 

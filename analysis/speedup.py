@@ -32,6 +32,36 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     return summarize(data, keys, ["latency_us"])
 
 
+def fastest_by_size(latencies: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (every column but algorithm and size), the fastest algorithm at each size,
+    its median latency, the runner-up and how much slower it is. Empty unless two or more algorithms
+    were measured at a size."""
+    import pandas as pd
+
+    med = "latency_us_median"
+    if latencies.empty or latencies["algorithm"].nunique() < 2:
+        return pd.DataFrame()
+    keys = _series_keys(latencies, drop=("algorithm", "size_bytes"))
+    rows = []
+    for values, part in latencies.groupby([*keys, "size_bytes"], dropna=False, sort=True):
+        ranked = part.sort_values(med)
+        if len(ranked) < 2:
+            continue
+        first, second = ranked.iloc[0], ranked.iloc[1]
+        values = values if isinstance(values, tuple) else (values,)
+        rows.append(
+            dict(zip([*keys, "size_bytes"], values, strict=True))
+            | {
+                "fastest": first["algorithm"],
+                "fastest_us": float(first[med]),
+                "runner_up": second["algorithm"],
+                "margin": float(second[med] / first[med]),
+                "algorithms": len(ranked),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _series_keys(table: pd.DataFrame, drop: tuple[str, ...]) -> list[str]:
     return [
         c

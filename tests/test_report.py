@@ -163,3 +163,40 @@ def test_build_report_for_study_run(tmp_path):
     page = build_report(tmp_path)
     assert page == tmp_path / "report.html" and "allreduce_latency" in page.read_text(encoding="utf-8")
     assert (tmp_path / "figures" / "allreduce_latency.png").is_file()
+
+
+def test_findings_compare_whatever_algorithms_a_sweep_holds():
+    import pandas as pd
+
+    from analysis.dataset import from_frames
+    from analysis.report import analyse, plain_findings
+
+    rows = []
+    # ring is fastest at small sizes, tree in the middle, reference (NVRAR's schedule) at the top.
+    truth = {1024: ("ring", 10.0), 65536: ("tree", 20.0), 1048576: ("reference", 40.0)}
+    for size, (winner, best) in truth.items():
+        for algorithm in ("ring", "tree", "reference", "gloo"):
+            latency = best if algorithm == winner else best * 1.5
+            for repeat in range(3):
+                rows.append(
+                    {
+                        "experiment": "e",
+                        "run_id": f"{algorithm}{repeat}",
+                        "repeat": repeat,
+                        "kind": "collective",
+                        "status": "ok",
+                        "nodes": 1,
+                        "gpus_per_node": 4,
+                        "world_size": 4,
+                        "system": "local",
+                        "algorithm": algorithm,
+                        "size_bytes": size,
+                        "latency_us": latency,
+                    }
+                )
+    ds = from_frames(pd.DataFrame(rows))
+    text = [f for f in plain_findings(ds, analyse(ds)) if f.startswith("Fastest")]
+    assert text == [
+        "Fastest of 4 all-reduces (system=local, nodes=1, world_size=4): ring at 1 KiB (1.50× ahead of the "
+        "next); tree at 64 KiB (1.50× ahead of the next); reference at 1 MiB (1.50× ahead of the next)."
+    ]
