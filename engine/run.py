@@ -291,7 +291,8 @@ def run(
     study_results.write_result(result, cfg.results)
     m = result["metrics"]
     print(
-        f"engine.run: {cfg.model} tp={cfg.tp} pp={cfg.pp} batch={cfg.batch_size}: "
+        f"engine.run: {f'checkpoint {cfg.weights}' if cfg.weights else cfg.model} tp={cfg.tp} pp={cfg.pp} "
+        f"batch={cfg.batch_size}: "
         f"ttft {m['ttft_ms']:.2f} ms, "
         f"tbt {m['tbt_ms'] or 0:.3f} ms, e2e {m['e2e_ms']:.1f} ms, {m['tokens_per_s']:.1f} tok/s"
     )

@@ -390,3 +390,15 @@ def test_published_llama31_8b_config_json_gives_the_preset(tmp_path: Path) -> No
         )
     )
     assert model_args_from_hf(tmp_path) == PRESETS["llama3.1-8b"]
+
+
+def test_cli_summary_names_the_checkpoint_it_ran(tmp_path: Path) -> None:
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", sharded=False)
+    res = tmp_path / "r.json"
+    argv = [sys.executable, "-m", "engine.run", "--weights", str(ckpt), "--results", str(res)]
+    argv += ["--batch-size", "1", "--prompt-len", "4", "--decode-len", "2"]
+    out = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"engine.run: checkpoint {ckpt} tp=1"), summary
+    assert read_result(res)["status"] == "ok"

@@ -101,6 +101,9 @@ def test_sigint_to_study_run_cancels_and_leaves_a_consistent_state(make_workspac
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background by a non-interactive shell ignores SIGINT, and a child
+        # would inherit that: give study run the default disposition the test is about.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for(
         lambda: all((ws / "runs" / r / "attempt-1" / "start.json").exists() for r in ("slow1", "slow2"))
