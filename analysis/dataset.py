@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import InputError
+from study.results import SAMPLE_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -55,18 +56,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "decode_ms",
     "weights_gb",
 )
-SAMPLE_NUMERIC: tuple[str, ...] = (
-    "size_bytes",
-    "count",
-    "latency_us",
-    "latency_us_min",
-    "latency_us_max",
-    "algbw_GBps",
-    "busbw_GBps",
-    "wrong",
-    "iterations",
-    "warmup",
-)
+# The numeric sample keys: the results contract's (study/results.py SAMPLE_TYPES), not a second copy.
+SAMPLE_NUMERIC: tuple[str, ...] = tuple(k for k, t in SAMPLE_TYPES.items() if t in (int, float))
 # A numeric column must say its unit in its name; these unit suffixes are the ones the contract uses.
 UNIT_SUFFIXES: tuple[str, ...] = ("_ms", "_us", "_s", "_bytes", "_GBps", "_gb", "_per_s")
 # A unit anywhere in a name marks a measurement (tbt_p99_ms, weights_gb_max), never a configuration.

@@ -242,19 +242,66 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+# One sample's keys and their types (docs/results.md, "Collective samples"); None stands for "not
+# measured". Other keys are free, but one whose name carries a unit (`_us`, `_GBps`, ...) is a number.
+SAMPLE_TYPES: dict[str, type] = {
+    "algorithm": str,
+    "dtype": str,
+    "redop": str,
+    "graphs": bool,
+    "in_place": bool,
+    "size_bytes": int,
+    "count": int,
+    "wrong": int,
+    "iterations": int,
+    "warmup": int,
+    "latency_us": float,
+    "latency_us_min": float,
+    "latency_us_max": float,
+    "algbw_GBps": float,
+    "busbw_GBps": float,
+}
+_UNIT_SUFFIX = re.compile(r"_(us|ms|s|bytes|GBps|TBps|GB)$")
+MAX_TIMER_DEPTH = 64  # deeper trees are not timer trees; the limit keeps validation bounded
+
+
 def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate one results.json; every problem raises ResultError naming the file and key."""
+    """Read and validate one results.json; every problem raises ResultError naming the file and key,
+    whatever the file holds (binary bytes, nesting deep enough to exhaust the parser)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ResultError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError as exc:
         raise ResultError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise ResultError(f"{path}: not a result: nested too deeply to read") from exc
     validate_result(data, source=str(path))
     return data
+
+
+def _sample_error(key: str, value: Any) -> str | None:
+    """Why one sample value does not fit its type, or None."""
+    if value is None:
+        return None
+    want = SAMPLE_TYPES.get(key, float if _UNIT_SUFFIX.search(key) else None)
+    if want is None:
+        return None
+    if want is bool:
+        ok = isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif want is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, want)
+    name = {float: "number", int: "whole number", bool: "true or false", str: "string"}[want]
+    return None if ok else f"expected a {name}, got {type(value).__name__} {value!r:.40}"
 
 
 def validate_result(data: Any, *, source: str = "<result>") -> None:
@@ -292,11 +339,17 @@ def validate_result(data: Any, *, source: str = "<result>") -> None:
     for i, sample in enumerate(data["samples"]):
         if not isinstance(sample, dict):
             fail(f"samples[{i}]", "expected an object")
+        for key, value in sample.items():
+            problem = _sample_error(str(key), value)
+            if problem:
+                fail(f"samples[{i}].{key}", problem)
     for i, node in enumerate(data["timers"]):
         _validate_timer_node(node, f"timers[{i}]", fail)
 
 
-def _validate_timer_node(node: Any, where: str, fail) -> None:
+def _validate_timer_node(node: Any, where: str, fail, depth: int = 0) -> None:
+    if depth > MAX_TIMER_DEPTH:
+        fail(where, f"timer tree deeper than {MAX_TIMER_DEPTH} levels")
     if not isinstance(node, dict):
         fail(where, "expected a Hatchet literal node (an object)")
     frame = node.get("frame")
@@ -308,8 +361,11 @@ def _validate_timer_node(node: Any, where: str, fail) -> None:
     for key in ("time (inc)", "time"):
         if not isinstance(metrics.get(key), (int, float)):
             fail(f"{where}.metrics.{key}", "missing or not a number")
-    for i, child in enumerate(node.get("children", [])):
-        _validate_timer_node(child, f"{where}.children[{i}]", fail)
+    children = node.get("children", [])
+    if not isinstance(children, list):
+        fail(f"{where}.children", "expected a list")
+    for i, child in enumerate(children):
+        _validate_timer_node(child, f"{where}.children[{i}]", fail, depth + 1)
 
 
 # Hatchet literal timer trees (docs/results.md, "Timers").

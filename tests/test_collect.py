@@ -151,3 +151,27 @@ def test_a_run_killed_mid_attempt_is_failed_with_the_stored_reason(make_workspac
     assert got.counts == {"ok": 0, "failed": 2, "missing": 0, "pending": 0}
     assert rows.loc["killed", "error"] == "walltime exceeded (TIMEOUT); no exit.json"
     assert rows.loc["older", "attempt"] == 2 and rows.loc["older", "error"].startswith("cancelled")
+
+
+def test_results_no_reader_can_parse_are_failed_with_a_reason_and_types_stay_numeric(make_workspace) -> None:
+    ws = make_workspace({"good": "ok", "binary": "ok", "deep": "ok", "typed": "ok"})
+    _run(ws)
+    attempt = lambda run: ws / "runs" / run / "attempt-1" / "results.json"  # noqa: E731
+    attempt("binary").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
+    attempt("deep").write_text("[" * 100_000 + "]" * 100_000)
+    typed = json.loads(attempt("typed").read_text())
+    typed["samples"][0]["latency_us"] = "fast"
+    attempt("typed").write_text(json.dumps(typed))
+    problems: list[str] = []
+    got = collect_workspace(ws, on_problem=problems.append)
+    df = pd.read_parquet(ws / "dataset.parquet")
+    errors = df.drop_duplicates("run_id").set_index("run_id")["error"]
+    assert "not UTF-8" in errors["binary"]
+    assert "nested too deeply" in errors["deep"]
+    assert "samples[0].latency_us: expected a number" in errors["typed"]
+    assert got.counts == {"ok": 1, "failed": 3, "missing": 0, "pending": 0}
+    assert (
+        pd.api.types.is_float_dtype(df["latency_us"])
+        and df.loc[df.run_id == "good", "latency_us"].notna().all()
+    )
+    assert len(problems) == 3

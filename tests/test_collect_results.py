@@ -97,3 +97,32 @@ def test_secret_names_are_dropped_but_pkey_is_kept() -> None:
         "NCCL_DEBUG": "WARN",
     }
     assert R.filtered_env(env) == {"NCCL_DEBUG": "WARN", "NCCL_IB_PKEY": "0x8001"}
+
+
+def test_sample_values_follow_the_sample_schema() -> None:
+    result = R.new_result(kind="collective", params={}, topology={})
+    result["samples"] = [
+        {"algorithm": "nccl", "size_bytes": 1024, "latency_us": 3.5, "graphs": False, "wrong": None}
+    ]
+    R.validate_result(result)
+    for key, value, message in (
+        ("size_bytes", 10.5, "expected a whole number"),
+        ("graphs", "yes", "expected a true or false"),
+        ("algorithm", 3, "expected a string"),
+        ("custom_latency_us", "slow", "expected a number"),  # any key that names a unit is a number
+    ):
+        bad = {**result, "samples": [{**result["samples"][0], key: value}]}
+        with pytest.raises(R.ResultError, match=rf"samples\[0\]\.{key}: {message}"):
+            R.validate_result(bad)
+
+
+def test_a_timer_tree_too_deep_or_with_bad_children_is_refused() -> None:
+    result = R.new_result(kind="inference", params={}, topology={})
+    node = {"frame": {"name": "leaf"}, "metrics": {"time (inc)": 1.0, "time": 1.0}}
+    for _ in range(R.MAX_TIMER_DEPTH + 2):
+        node = {"frame": {"name": "n"}, "metrics": {"time (inc)": 1.0, "time": 0.0}, "children": [node]}
+    with pytest.raises(R.ResultError, match="deeper than"):
+        R.validate_result({**result, "timers": [node]})
+    flat = {"frame": {"name": "n"}, "metrics": {"time (inc)": 1.0, "time": 1.0}, "children": "none"}
+    with pytest.raises(R.ResultError, match="children: expected a list"):
+        R.validate_result({**result, "timers": [flat]})
