@@ -184,6 +184,40 @@ def checker_for(kind: str, name: str) -> Checker | None:
 # The schema.
 
 
+# What no scheduler directive value may hold: control characters and spaces, quotes, backslashes,
+# and the shell's `$`, backtick, `;`, `<`, `>` (inert in `#SBATCH` / `#PBS` lines, but no site names a
+# partition or a QOS that way); nor may it start with `-`, which reads as another option.
+_DIRECTIVE_BAD = re.compile(r"[\x00-\x20\x7f\"'\\$`;<>]")
+
+
+def directive_problem(value: Any) -> str | None:
+    """Why `value` cannot be a scheduler directive's value (None when it can)."""
+    text = str(value)
+    if not text:
+        return "an empty value"
+    if text.startswith("-"):
+        return f"{text!r} starts with '-', which a scheduler reads as another option"
+    bad = _DIRECTIVE_BAD.search(text)
+    if bad:
+        return (
+            f"{text!r} holds {bad.group()!r}: spaces, quotes, backslashes and $ ` ; < > have no place in a "
+            "scheduler directive's value"
+        )
+    return None
+
+
+def directive_field(value: Any) -> Any:
+    """A pydantic field check: the value, or a ValueError saying why no directive can hold it."""
+    if value is not None:
+        problem = directive_problem(value)
+        if problem:
+            raise ValueError(problem)
+    return value
+
+
+DIRECTIVE_FIELDS = ("partition", "qos", "constraint", "queue", "reservation")
+
+
 class SchedulerOverrides(StrictModel):
     """Per-experiment overrides of the system's scheduler options (never the account: that is personal)."""
 
@@ -192,6 +226,11 @@ class SchedulerOverrides(StrictModel):
     constraint: str | None = None
     queue: str | None = None
     reservation: str | None = None
+
+    @field_validator(*DIRECTIVE_FIELDS)
+    @classmethod
+    def _directives(cls, value: Any) -> Any:
+        return directive_field(value)
 
 
 class Resources(StrictModel):

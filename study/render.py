@@ -30,7 +30,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from study.config import Experiment, load_experiment
+from study.config import Experiment, directive_problem, load_experiment
 from study.errors import InputError, StudyError
 from study.sweep import Run, canonical_json, expand
 from study.systems import System, load_system, resolve_account
@@ -40,7 +40,6 @@ PLAN_SCHEMA = "study.plan/1"
 SPEC_SCHEMA = "study.spec/1"
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "templates"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_DIRECTIVE_BAD = re.compile(r"[\x00-\x20\x7f\"'\\]")
 
 
 class Shell(str):
@@ -82,11 +81,10 @@ def shell_quote(value: Any) -> Shell:
 def directive(value: Any, option: str = "directive") -> Shell:
     """A value for a `#SBATCH` / `#PBS` line; refused if a newline, space or quote could break the line."""
     text = str(value)
-    if not text or _DIRECTIVE_BAD.search(text):
+    problem = directive_problem(text)
+    if problem:
         raise InputError(
-            f"refusing to write {text!r} into the scheduler directive {option}: "
-            "newlines, spaces, quotes and backslashes would break the directive line",
-            key=option,
+            f"refusing to write {text!r} into the scheduler directive {option}: {problem}", key=option
         )
     return Shell(text)
 

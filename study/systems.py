@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from study.config import ENV_NAME_RE, StrictModel, validate_model
+from study.config import DIRECTIVE_FIELDS, ENV_NAME_RE, StrictModel, directive_field, validate_model
 from study.errors import InputError
 from study.yamlpos import load_yaml, suggest
 
@@ -55,6 +55,11 @@ class SchedulerOptions(StrictModel):
     cpus_per_task: int | None = Field(default=None, ge=1)
     cpu_bind: str | None = None
     gpu_directives: bool = True
+
+    @field_validator(*DIRECTIVE_FIELDS, "filesystems", "place", "cpu_bind")
+    @classmethod
+    def _directives(cls, value: Any) -> Any:
+        return directive_field(value)
 
 
 class LinkCost(StrictModel):

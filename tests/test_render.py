@@ -278,9 +278,52 @@ def test_directive_breaking_override_is_refused_and_nothing_written(tmp_path):
     )
     path = experiment_file(tmp_path, text)
     ws = tmp_path / "ws"
-    with pytest.raises(InputError, match="--qos"):
+    # Refused when the experiment is read, at its file, line and key, before anything is rendered.
+    with pytest.raises(InputError, match=r"exp\.yaml:\d+:\d+: resources\.scheduler\.qos: .* holds '\\n'"):
         render_workspace(path, system="perlmutter", workspace=ws, account="a")
     assert not ws.exists()
+
+
+@pytest.mark.parametrize("value", ["$(touch /tmp/x)", "`id`", "regular debug", "--nodes=99", "a;b", "a>b"])
+def test_directive_values_no_site_accepts_are_refused_at_validation(tmp_path, capsys, value):
+    from study.cli import main
+
+    text = COLLECTIVE.replace(
+        "runs_per_job: 2}}", "runs_per_job: 2, scheduler: {{qos: " + json.dumps(value) + "}}}}"
+    )
+    path = experiment_file(tmp_path, text)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "resources.scheduler.qos" in err and "Traceback" not in err
+    assert (
+        main(
+            [
+                "render",
+                str(path),
+                "--system",
+                "perlmutter",
+                "--account",
+                "a",
+                "--workspace",
+                str(tmp_path / "w"),
+            ]
+        )
+        == 2
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_system_files_with_such_values_are_refused_too(tmp_path):
+    import yaml
+
+    from study.systems import load_system
+
+    data = yaml.safe_load((REPO_ROOT / "jobs" / "systems" / "perlmutter.yaml").read_text())
+    data["scheduler_options"]["constraint"] = "gpu$(id)"
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError, match=r"site\.yaml:\d+.*scheduler_options\.constraint: .* holds '\$'"):
+        load_system(path)
 
 
 def test_missing_account_is_an_error_at_render_only(tmp_path, monkeypatch):
