@@ -93,6 +93,17 @@ def _name_list(value: Any) -> list[str]:
     return out
 
 
+def _algorithm_list(value: Any) -> list[str]:
+    """The benchmark's algorithms: names it knows, so a typo fails validation, not the job."""
+    names = _name_list(value)
+    unknown = [n for n in names if n not in COLLECTIVE_ALGORITHMS]
+    if unknown:
+        raise ValueError(
+            f"unknown algorithm(s) {', '.join(unknown)}; known: {', '.join(COLLECTIVE_ALGORITHMS)}"
+        )
+    return names
+
+
 def _size_or_range(value: Any) -> int | dict[str, int]:
     if isinstance(value, dict):
         return size_range(value)
@@ -126,6 +137,9 @@ ALLREDUCE_CHOICES = (
     "reference-rabenseifner",
     "reference-tree",
 )
+# What `python -m collectives.bench --algo` accepts (a test checks the two stay equal: study cannot
+# import the benchmark, which needs torch).
+COLLECTIVE_ALGORITHMS = (*ALLREDUCE_CHOICES, "mpi")
 DTYPES = ("bf16", "fp16", "fp32")
 
 # name -> checker, per kind; `required` are the payload's mandatory flags that have no default.
@@ -150,7 +164,7 @@ PARAMETERS: dict[str, dict[str, Checker]] = {
         "virtual_gpus_per_node": _int_at_least(1),
     },
     "collective": {
-        "algorithms": _name_list,
+        "algorithms": _algorithm_list,
         "sizes": _size_or_range,
         "dtype": _one_of(*DTYPES, "int32"),
         "iterations": _int_at_least(1),

@@ -172,3 +172,19 @@ def test_missing_file_is_an_input_error(tmp_path):
 def test_several_errors_are_all_listed(tmp_path):
     err = error_of(tmp_path, GOOD + "repeat: 3\ndescriptoin: x\n")
     assert "repeat" in str(err) and "also:" in str(err) and ":12:1: descriptoin" in str(err)
+
+
+def test_collective_algorithms_are_the_benchmarks_and_a_typo_fails_validation(tmp_path, capsys):
+    from collectives.bench import ALGORITHMS
+    from study.cli import main
+    from study.config import COLLECTIVE_ALGORITHMS
+
+    assert set(COLLECTIVE_ALGORITHMS) == set(ALGORITHMS)
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "version: 1\nname: typo\nkind: collective\nsweep:\n  algorithms: [nccl, nvrar2]\n"
+        "fixed:\n  sizes: 1MiB\n"
+    )
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:5:" in err and "nvrar2" in err and "unknown algorithm" in err
