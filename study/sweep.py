@@ -189,6 +189,13 @@ def _check_resources(values: dict[str, Any], system: System, sources: dict, pos:
             f"{values['gpus_per_node']} GPUs per node asked, but {system.name} has "
             f"{system.gpus_per_node} per node",
         )
+    ranks_cap = max(64, 16 * system.cpu_cores)
+    if not system.has_gpus and values["gpus_per_node"] > ranks_cap:
+        raise pos.error(
+            sources.get("gpus_per_node", ("resources",)),
+            f"{values['gpus_per_node']} ranks per node would start that many processes on {system.name}'s "
+            f"{system.cpu_cores} cores; at most {ranks_cap} (16 per core)",
+        )
     if system.max_nodes is not None and values["nodes"] > system.max_nodes:
         raise pos.error(
             sources.get("nodes", ("resources",)),

@@ -55,8 +55,19 @@ def format_size(size_bytes: int) -> str:
     return f"{size_bytes}B"
 
 
+MAX_DURATION_S = 366 * 86400  # no batch system grants one job more than a year
+
+
 def parse_duration(value: object) -> int:
-    """Seconds from an int, `HH:MM:SS`, `MM:SS`, Slurm's `D-HH:MM:SS`, or `1h30m` / `20m` / `90s`."""
+    """Seconds from an int, `HH:MM:SS`, `MM:SS`, Slurm's `D-HH:MM:SS`, or `1h30m` / `20m` / `90s`;
+    at most a year (MAX_DURATION_S), so a typo cannot plan 10²⁰ node-hours."""
+    seconds = _duration_seconds(value)
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is {seconds / 86400:,.0f} days; a walltime is at most 366 days")
+    return seconds
+
+
+def _duration_seconds(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as 00:20:00 or 20m, got {value!r}")
     if isinstance(value, int) and value > 0:

@@ -282,3 +282,24 @@ def test_micro_batches_must_divide_the_batch(tmp_path):
     with pytest.raises(InputError, match="micro_batches 3 does not divide batch_size 8") as info:
         expand(load_experiment(path), load_system("perlmutter"))
     assert info.value.key == "sweep.micro_batches" and info.value.line == 4
+
+
+@pytest.mark.parametrize(
+    "resources,message",
+    [
+        ("{gpus_per_node: 100000}", "ranks per node would start that many processes"),
+        ("{walltime: '99999999999:00:00'}", "a walltime is at most 366 days"),
+    ],
+)
+def test_work_no_machine_could_do_is_refused_at_its_line(tmp_path, capsys, resources, message):
+    from study.cli import main
+
+    path = tmp_path / "big.yaml"
+    path.write_text(
+        "version: 1\nname: big\nkind: collective\n"
+        f"resources: {resources}\n"
+        "fixed:\n  algorithms: [gloo]\n  sizes: 1KiB\n"
+    )
+    assert main(["plan", str(path), "--system", "local"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4:" in err and message in err and "Traceback" not in err
