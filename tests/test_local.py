@@ -136,3 +136,22 @@ def test_detached_submit_is_followed_by_a_later_status(make_workspace) -> None:
         return json.loads(out.stdout)["counts"]["ok"] == 1
 
     _wait_for(finished)
+
+
+def test_a_local_job_is_stopped_at_its_walltime(make_workspace) -> None:
+    ws = make_workspace({"slow": "sleep:120", "quick": "ok"}, minutes=0.05)  # a 3 s walltime
+    started = time.monotonic()
+    with open_session(ws) as session:
+        submit_planned(session)
+        counts = wait(session, interval_s=0.1)
+        jobs = {j.runs[0]: j for j in session.state.jobs()}
+        runs = {r: session.state.run(r) for r in ("slow", "quick")}
+    assert time.monotonic() - started < 40  # stopped, not slept out
+    assert jobs["slow"].state == "TIMEOUT" and jobs["quick"].state == "COMPLETED"
+    assert counts["ok"] == 1 and counts["failed"] == 1
+    assert "walltime" in runs["slow"].reason
+    state = json.loads(next((ws / ".local" / "jobs").glob("*/state.json")).read_text())
+    assert state["state"] in ("TIMEOUT", "COMPLETED")
+    for folder in (ws / ".local" / "jobs").glob("*"):
+        pid = json.loads((folder / "state.json").read_text()).get("runner_pid")
+        _wait_for(lambda pid=pid: not _group_alive(pid), timeout_s=15)

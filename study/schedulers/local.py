@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -195,8 +196,52 @@ def _acquire_slot(slots_dir: Path, slots: int, cancelled) -> int | None:
     return None
 
 
+_TIME_LINE = re.compile(r"^#LOCAL --time=(\d+):(\d{2}):(\d{2})\s*$", re.MULTILINE)
+KILL_GRACE_S = 10.0
+
+
+def script_walltime_s(script: Path) -> float | None:
+    """The walltime the job script asks for (its `#LOCAL --time=HH:MM:SS` line), or None."""
+    try:
+        match = _TIME_LINE.search(Path(script).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    if not match:
+        return None
+    hours, minutes, seconds = (int(g) for g in match.groups())
+    return float(hours * 3600 + minutes * 60 + seconds)
+
+
+def _wait(child: subprocess.Popen, walltime_s: float | None) -> tuple[int, bool]:
+    """The child's exit code, and whether it had to be stopped at its walltime: an alarm sends SIGTERM
+    to the job's process group (which the runner shares and survives), then SIGKILL to the script
+    after a grace period. The wait itself blocks, so the runner sees the end the moment it comes."""
+    stopped = {"timed_out": False}
+
+    def on_alarm(_signum, _frame) -> None:
+        if stopped["timed_out"]:
+            child.kill()
+            return
+        stopped["timed_out"] = True
+        os.killpg(os.getpgid(0), signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, KILL_GRACE_S)
+
+    if walltime_s:
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, walltime_s)
+    try:
+        while True:
+            try:
+                return child.wait(), stopped["timed_out"]
+            except InterruptedError:
+                continue
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
 def run_job(folder: Path) -> int:
-    """The runner: wait for a slot, run the script in this process group, record how it ended."""
+    """The runner: wait for a slot, run the script in this process group, stop it at its walltime,
+    record how it ended."""
     info = _read_json(folder / "job.json") or {}
     state_path = folder / "state.json"
     base = {"runner_pid": os.getpid(), "host": socket.gethostname()}
@@ -226,14 +271,12 @@ def run_job(folder: Path) -> int:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-        while True:
-            try:
-                code = child.wait()
-                break
-            except InterruptedError:
-                continue
+        code, timed_out = _wait(child, script_walltime_s(Path(info["script"])))
     end = now_iso()
-    if cancelled():
+    if timed_out:
+        walltime = int(script_walltime_s(Path(info["script"])) or 0)
+        state, reason = JobState.TIMEOUT, f"stopped at its walltime of {walltime} s"
+    elif cancelled():
         state, reason = JobState.CANCELLED, "cancelled"
     elif code == 0:
         state, reason = JobState.COMPLETED, ""

@@ -1,5 +1,6 @@
 #!/bin/bash
 # local job: plain bash on this machine; study:a7023d2b8dea,f38b8efe460a
+#LOCAL --time=00:40:00
 # study job golden-collective-9b95b7: 2 run(s) of experiment golden-collective on local.
 # Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
 # Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts

@@ -1,5 +1,6 @@
 #!/bin/bash
 # local job: plain bash on this machine; study:0f42d5635b33,efbe3ea26289
+#LOCAL --time=01:00:00
 # study job golden-inference-b9088a: 2 run(s) of experiment golden-inference on local.
 # Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
 # Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
