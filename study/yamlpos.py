@@ -67,6 +67,50 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean `{matches[0]}`?" if matches else None
 
 
+# An experiment or system file is small: once its aliases are expanded it holds at most this many
+# values. A "billion laughs" file (aliases of aliases) or an alias inside its own anchor is refused
+# before anything expands it.
+MAX_YAML_VALUES = 100_000
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse a document whose aliases refer to themselves or expand past MAX_YAML_VALUES (an
+    explicit stack: deep nesting cannot exhaust Python's recursion either)."""
+
+    def fail(node: yaml.Node, message: str) -> None:
+        raise InputError(message, file=file, line=node.start_mark.line + 1, col=node.start_mark.column + 1)
+
+    size: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            visiting.discard(key)
+            size[key] = min(1 + sum(size[id(c)] for c in _children(node)), MAX_YAML_VALUES + 1)
+            if size[key] > MAX_YAML_VALUES:
+                fail(node, f"expands to more than {MAX_YAML_VALUES:,} values through its aliases")
+            continue
+        if key in size:
+            continue
+        visiting.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in visiting:
+                fail(child, "an alias refers to the value that contains it (a recursive anchor)")
+            if id(child) not in size:
+                stack.append((child, False))
+
+
 def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions]:
     """Parse one YAML document; raise InputError with the position of any syntax error or duplicate key."""
     file = str(path)
@@ -83,6 +127,7 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
         positions = Positions(file)
         if node is None:
             return None, positions
+        _check_expansion(node, file)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -188,3 +188,25 @@ def test_collective_algorithms_are_the_benchmarks_and_a_typo_fails_validation(tm
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:5:" in err and "nvrar2" in err and "unknown algorithm" in err
+
+
+def test_alias_bombs_and_recursive_anchors_are_refused_at_their_line(tmp_path, capsys):
+    import re
+    import time
+
+    from study.cli import main
+
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 10) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("version: 1\nname: bomb\nkind: collective\n" + "\n".join(levels) + "\n")
+    recursive = tmp_path / "self.yaml"
+    recursive.write_text("version: 1\nname: self\nkind: collective\nsweep: &a [*a]\n")
+    for path, message in ((bomb, "expands to more than 100,000 values"), (recursive, "an alias refers to")):
+        started = time.monotonic()
+        assert main(["validate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert time.monotonic() - started < 10  # bounded work, not a billion values
+        assert re.search(rf"{re.escape(str(path))}:\d+:\d+: {message}", err), err
+        assert "Traceback" not in err and "RecursionError" not in err
