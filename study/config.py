@@ -366,6 +366,9 @@ def _input_error(
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if _is_key(p))
+        if err["type"] in ("extra_forbidden", "missing") and err["loc"]:
+            # The last element is the user's own key, whatever it looks like (`sw[ep` is no type tag).
+            loc = (*(p for p in err["loc"][:-1] if _is_key(p)), err["loc"][-1])
         path = (*prefix, *loc)
         hint = None
         if err["type"] == "extra_forbidden":

@@ -210,3 +210,13 @@ def test_alias_bombs_and_recursive_anchors_are_refused_at_their_line(tmp_path, c
         assert time.monotonic() - started < 10  # bounded work, not a billion values
         assert re.search(rf"{re.escape(str(path))}:\d+:\d+: {message}", err), err
         assert "Traceback" not in err and "RecursionError" not in err
+
+
+def test_a_key_that_looks_like_a_type_tag_is_still_named(tmp_path, capsys):
+    from study.cli import main
+
+    path = tmp_path / "typo.yaml"
+    path.write_text("version: 1\nname: t\nkind: collective\nsw[ep:\n  algorithms: [nccl]\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4:1: sw[ep: unknown key `sw[ep` (did you mean `sweep`?)" in err and "Traceback" not in err
