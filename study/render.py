@@ -33,7 +33,7 @@ import yaml
 from study.config import Experiment, directive_problem, load_experiment
 from study.errors import InputError, StudyError
 from study.sweep import Run, canonical_json, expand
-from study.systems import System, load_system, resolve_account
+from study.systems import System, load_system, resolve_account, system_for
 from study.units import format_walltime
 
 PLAN_SCHEMA = "study.plan/1"
@@ -457,7 +457,7 @@ def render_workspace(
     plan.json under `previous_runs`.
     """
     experiment = load_experiment(experiment_path)
-    system_obj = load_system(system or experiment.system)
+    system_obj = system_for(experiment, system)
     ws = Path(workspace) if workspace else default_workspace(experiment)
     ws = ws.absolute()
     account_value = _check_account(system_obj, account)

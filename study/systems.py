@@ -185,6 +185,25 @@ def load_system(name_or_path: str | Path | None = None) -> System:
     return system
 
 
+def system_for(experiment: Any, override: str | None = None) -> System:
+    """The system a command runs `experiment` on: `--system` when given, else the experiment's own
+    `system:`, whose errors (an unknown name) point at that line of the experiment file."""
+    if override:
+        try:
+            return load_system(override)
+        except InputError as exc:
+            if exc.file is None:
+                raise InputError(str(exc), key="--system") from None
+            raise
+    try:
+        return load_system(experiment.system)
+    except InputError as exc:
+        if exc.file is not None or not experiment.system:
+            raise
+        text = str(exc)
+        raise experiment.positions.error(("system",), text.split(" (")[0], hint=exc.hint) from None
+
+
 def list_systems() -> list[System]:
     """Every system in jobs/systems/, sorted by name."""
     return [load_system(path) for path in system_files().values()]

@@ -135,6 +135,17 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
         raise InputError(
             f"invalid YAML: {exc.problem or exc.context}", file=file, line=line, col=col
         ) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML refuses (a NUL byte, a control character): say where, as for syntax errors.
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        raise InputError(
+            f"invalid YAML: unacceptable character #x{code:04x}: {exc.reason}",
+            file=file,
+            line=line,
+            col=col,
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", file=file) from None
     finally:

@@ -220,3 +220,22 @@ def test_a_key_that_looks_like_a_type_tag_is_still_named(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}:4:1: sw[ep: unknown key `sw[ep` (did you mean `sweep`?)" in err and "Traceback" not in err
+
+
+def test_an_unknown_system_and_a_nul_byte_are_named_at_their_line(tmp_path, capsys):
+    from study.cli import main
+
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(
+        "version: 1\nname: t\nkind: collective\nsystem: nowhere\n"
+        "fixed:\n  algorithms: [gloo]\n  sizes: 1KiB\n"
+    )
+    assert main(["plan", str(unknown)]) == 2
+    assert f"{unknown}:4:9: system: unknown system `nowhere`" in capsys.readouterr().err
+    assert main(["plan", str(unknown), "--system", "nowhere2"]) == 2
+    assert "--system: unknown system `nowhere2`" in capsys.readouterr().err
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(b"version: 1\nname: t\x00\nkind: collective\n")
+    assert main(["validate", str(nul)]) == 2
+    err = capsys.readouterr().err
+    assert f"{nul}:2:8: invalid YAML: unacceptable character #x0000" in err and "unicode string" not in err

@@ -26,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     from study.config import load_experiment
     from study.render import build_plan, default_workspace, plan_csv
-    from study.systems import load_system
+    from study.systems import system_for
 
     experiment = load_experiment(args.file)
-    system = load_system(args.system or experiment.system)
+    system = system_for(experiment, args.system)
     workspace = Path(default_workspace(experiment)).absolute()
     plan, _ = build_plan(experiment, system, workspace, None, scripts=False, commands=args.format == "json")
     if args.format == "csv":

@@ -18,13 +18,13 @@ def run(args: argparse.Namespace) -> int:
     from study.config import load_experiment
     from study.errors import InputError
     from study.sweep import expand
-    from study.systems import load_system
+    from study.systems import system_for
 
     failed = 0
     for file in args.files:
         try:
             experiment = load_experiment(file)
-            system = load_system(args.system or experiment.system)
+            system = system_for(experiment, args.system)
             runs = expand(experiment, system)
         except InputError as exc:
             print(f"study validate: error: {exc}", file=sys.stderr)
