@@ -69,7 +69,7 @@ def _ratio_claim(claim: dict[str, Any], sm) -> Verdict:
     lo_claim, hi_claim = (float(v) for v in claim["range"])
     sizes = _sizes(claim["sizes"])
     launch = claim.get("launch", "graph")
-    draws = sm.calibration.theta_draws()
+    draws = sm.draws()
     central, low, high = [], [], []
     for n in claim["nodes"]:
         nccl = sm.grounded_latency_us("nccl", n, sizes, launch, sm.theta)

@@ -182,8 +182,7 @@ class SystemModel:
             from study.calibration import interval
 
             t = self.grounded_latency_us(algorithm, nodes, sizes, launch, self.theta)
-            draws = self.calibration.theta_draws()
-            draws |= {k: np.full_like(draws[k], v) for k, v in self.overrides.items() if k in draws}
+            draws = self.draws()
             lo, hi = interval(
                 lambda th: self.grounded_latency_us(algorithm, nodes, sizes, launch, th),
                 draws,
@@ -192,6 +191,11 @@ class SystemModel:
             return Prediction(np.broadcast_to(t, sizes.shape), lo, hi)
         except cm.CostModelError as exc:
             raise InputError(str(exc), key="--algorithms/--nodes") from exc
+
+    def draws(self) -> dict[str, np.ndarray]:
+        """The calibration's bootstrap draws, shaped (draws, 1), with the --set values held in each."""
+        draws = self.calibration.theta_draws()
+        return draws | {k: np.full_like(draws[k], v) for k, v in self.overrides.items() if k in draws}
 
     def nccl_choice(self, nodes: int, sizes) -> np.ndarray:
         sizes = np.asarray(sizes, dtype=float)
@@ -550,8 +554,7 @@ def engine_intervals(sm: SystemModel, shape, tp, pp, batch, prompt_len, decode_l
     keys = ("decode_ms", "e2e_ms", "decode_ms_nvrar", "e2e_ms_nvrar", "e2e_speedup_nvrar")
     if not sm.grounded:
         return {f"{k}_{end}": float("nan") for k in keys for end in ("low", "high")}
-    draws = sm.calibration.theta_draws()
-    draws |= {k: np.full_like(draws[k], v) for k, v in sm.overrides.items() if k in draws}
+    draws = sm.draws()
     nccl, nvrar = engine_pair(sm, shape, tp, pp, batch, prompt_len, decode_len, rates, micro_batches, draws)
     values = {
         "decode_ms": nccl["decode_ms"],

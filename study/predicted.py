@@ -90,7 +90,7 @@ def _inference_rows(experiment, runs, sm, flop_efficiency: float, bandwidth_effi
 
     rates = sm.gpu_rates(flop_efficiency, bandwidth_efficiency)
     rows = []
-    draws = sm.calibration.theta_draws() if sm.grounded else None
+    draws = sm.draws() if sm.grounded else None
     for run in runs:
         p = run.params
         shape = cm.MODEL_SHAPES.get(str(p.get("model")))
