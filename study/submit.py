@@ -40,6 +40,8 @@ FAULT_ENV = "STUDY_FAULT"
 COMMENT_MAX = 900
 # A job the scheduler keeps not knowing this long after submission is lost (its records were purged).
 LOST_AFTER_S = 600.0
+# How long `wait` lets the jobs of finished runs take to end before returning anyway.
+JOB_END_GRACE_S = 30.0
 
 
 @dataclass
@@ -291,22 +293,34 @@ def run_counts(state: State) -> dict[str, int]:
 def wait(
     session: Session, *, interval_s: float = 1.0, on_update: Callable[[dict[str, int]], None] | None = None
 ) -> dict[str, int]:
-    """Refresh until no run is pending or running (planned runs that nobody submits do not hold us)."""
+    """Refresh until no run is pending or running (planned runs that nobody submits do not hold us).
+
+    A run is judged from its attempt folder, which is final a moment before its job script exits; once
+    every run is done we keep polling, up to JOB_END_GRACE_S, until their jobs have ended too, so that
+    the job states a caller reads afterwards are settled (a job stuck in an epilog does not hold us).
+    """
+    settled_by: float | None = None
     while True:
         counts = refresh(session)
         if on_update:
             on_update(counts)
         if counts[RUN_PENDING] == 0 and counts[RUN_RUNNING] == 0:
-            return counts
+            if settled_by is None:
+                settled_by = time.monotonic() + JOB_END_GRACE_S
+            if not _live_jobs(session.state) or time.monotonic() >= settled_by:
+                return counts
         time.sleep(interval_s)
+
+
+def _live_jobs(state: State) -> list:
+    """Submitted jobs the scheduler last reported as not ended."""
+    return [j for j in state.jobs(SUBMITTED) if j.job_id and not (j.state and JobState(j.state).terminal)]
 
 
 def cancel(session: Session, *, dry_run: bool = False, echo: Callable[[str], None] = print) -> list[str]:
     """Cancel every submitted job that has not ended; returns their job ids."""
     refresh(session)
-    live = [
-        j for j in session.state.jobs(SUBMITTED) if j.job_id and not (j.state and JobState(j.state).terminal)
-    ]
+    live = _live_jobs(session.state)
     ids = [j.job_id for j in live]
     if dry_run:
         for job in live:
