@@ -40,6 +40,10 @@ FAULT_ENV = "STUDY_FAULT"
 COMMENT_MAX = 900
 # A job the scheduler keeps not knowing this long after submission is lost (its records were purged).
 LOST_AFTER_S = 600.0
+# Names a scheduler reports for a job whose name it does not know: slurmdbd records "allocation"
+# for a job whose name was empty when its record was written (as_mysql_job.c), which Slurm 22.05
+# does for some cancelled batch jobs; such an answer neither confirms nor contradicts our name.
+NAMELESS = ("allocation",)
 # How long `wait` lets the jobs of finished runs take to end before returning anyway.
 JOB_END_GRACE_S = 30.0
 
@@ -227,7 +231,17 @@ def refresh(session: Session) -> dict[str, int]:
         answers = session.scheduler.poll([j.job_id for j in live])
         for job in live:
             status = answers.get(job.job_id) or JobStatus(job.job_id, JobState.UNKNOWN)
-            if status.state is JobState.UNKNOWN and _age_s(job.submitted_at) > LOST_AFTER_S:
+            if status.name and status.name not in (job.name, *NAMELESS):
+                # A controller that lost its state hands our id to someone else's job: never adopt
+                # that job's state (nor cancel it); ours is gone.
+                status = JobStatus(
+                    job.job_id,
+                    JobState.FAILED,
+                    status.native,
+                    f"lost: the scheduler's job {job.job_id} is now {status.name!r}, not this job "
+                    "(the scheduler lost ours and reused its id)",
+                )
+            elif status.state is JobState.UNKNOWN and _age_s(job.submitted_at) > LOST_AFTER_S:
                 status = JobStatus(
                     job.job_id,
                     JobState.FAILED,

@@ -100,6 +100,31 @@ class SlurmCluster:
         self._start_daemon("slurmd", ["slurmd", "-D", "-N", "localhost"], self.root / "log" / "slurmd.log")
         _wait_for("node localhost idle", self._node_idle, log=self.root / "log" / "slurmd.log")
 
+    def restart_controller_cold(self) -> None:
+        """Stop slurmctld, delete its saved state and start it again: queued jobs are lost and job
+        ids start again at 1, while slurmdbd keeps the old records (what a site sees after a
+        controller whose state files were lost). Waits until the node is idle again."""
+        for i, (name, proc, _pidfile) in enumerate(self.procs):
+            if name != "slurmctld" or proc is None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            del self.procs[i]
+            break
+        for saved in (self.root / "state").iterdir():  # `-c` alone keeps the job id counter
+            shutil.rmtree(saved) if saved.is_dir() else saved.unlink()
+        self._start_daemon("slurmctld", ["slurmctld", "-D", "-i"], self.root / "log" / "slurmctld.log")
+        _wait_for(
+            "slurmctld",
+            lambda: self.run("scontrol", "ping", check=False).stdout.count("UP") > 0,
+            log=self.root / "log" / "slurmctld.log",
+        )
+        _wait_for("node localhost idle", self._node_idle, timeout_s=60, log=self.root / "log" / "slurmd.log")
+
     def _port_open(self, port: int) -> bool:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0

@@ -66,6 +66,15 @@ def test_squeue_lines_keep_the_pending_reason() -> None:
     assert got["8"].state is JobState.RUNNING and got["8"].reason == ""
 
 
+def test_squeue_and_sacct_lines_carry_the_job_name() -> None:
+    """The name is what lets the harness notice an id the controller handed to another job."""
+    queue = slurm_mod.parse_squeue("7|RUNNING|None|sweep-j0-3fa2c1\n")
+    assert queue["7"].name == "sweep-j0-3fa2c1" and queue["7"].reason == ""
+    acct = slurm_mod.parse_sacct("9|COMPLETED|0:0|None|other-j4-000aaa\n10|FAILED|1:0|None\n")
+    assert acct["9"].name == "other-j4-000aaa" and acct["9"].state is JobState.COMPLETED
+    assert acct["10"].name == "" and acct["10"].state is JobState.FAILED
+
+
 def _qstat(jobs: dict) -> str:
     return json.dumps(
         {"timestamp": 1764400000, "pbs_version": "2022.1.3", "pbs_server": "polaris-pbs-01", "Jobs": jobs},

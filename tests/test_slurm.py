@@ -3,6 +3,7 @@ sacct, states, cancel, a crash between sbatch and the state write, submit twice,
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,13 @@ def _cli(*args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
         timeout=120,
         env=env,
     )
+
+
+def _wait_until(check, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.3)
 
 
 def _jobs_named(cluster, name: str) -> list[str]:
@@ -108,7 +116,11 @@ def test_cancel_a_running_job(slurm_cluster, walltime_job, make_workspace) -> No
             time.sleep(0.3)
         job = session.state.jobs()[0]
         run = session.state.run("long")
-    assert job.state == "CANCELLED" and job.native.startswith("CANCELLED")
+    assert job.state == "CANCELLED" and job.native.startswith("CANCELLED"), (
+        job.state,
+        job.native,
+        job.reason,
+    )
     assert "cancelled" in run.reason
 
 
@@ -167,3 +179,46 @@ def test_a_job_past_its_walltime_is_timeout(slurm_cluster, walltime_job) -> None
         .read_text()
         .startswith("payload sleep:300")
     )
+
+
+@pytest.mark.slow
+def test_an_id_the_controller_reused_is_not_adopted_nor_cancelled(slurm_cluster, make_workspace) -> None:
+    """The controller loses its state (a cold restart), ids start again, and another workspace's job
+    gets our job's id: polling must not adopt that job's state, and cancel must not touch it. Runs last
+    in this module: the restart forgets every job the other tests left queued."""
+    ours = make_workspace({"mine": "sleep:300"}, scheduler="slurm")
+    with open_session(ours, poll_interval_s=0) as session:
+        submit_planned(session)
+        (job,) = session.state.jobs()
+    lost_id = int(job.job_id)
+    with open_session(ours, poll_interval_s=0) as session:
+        _wait_until(lambda: refresh(session)["running"] == 1)
+    # The node loses the job too (as when the controller's host and the node go down together).
+    slurm_cluster.run("scancel", str(lost_id))
+    _wait_until(lambda: not slurm_cluster.run("squeue", "-h", "-o", "%i").stdout.strip())
+    slurm_cluster.restart_controller_cold()
+    # Take the ids below ours with held jobs, so that the other workspace's job gets exactly ours.
+    filler = ["0"]
+    while int(filler[-1]) < lost_id - 1:
+        out = slurm_cluster.run("sbatch", "--parsable", "--hold", "--job-name=filler", "--wrap=true")
+        filler.append(out.stdout.strip().split(";")[0])
+    assert int(filler[-1]) == lost_id - 1, f"ids did not start again below {lost_id}: {filler[-1]}"
+    if filler[1:]:
+        slurm_cluster.run("scancel", *filler[1:])
+    theirs = make_workspace({"theirs": "sleep:300"}, scheduler="slurm")
+    with open_session(theirs, poll_interval_s=0) as session:
+        submit_planned(session)
+        (other,) = session.state.jobs()
+    assert int(other.job_id) == lost_id and other.name != job.name
+
+    status = _cli("status", str(ours), "--json")
+    data = json.loads(status.stdout)
+    (mine,) = data["jobs"]
+    assert mine["state"] == "FAILED" and "reused its id" in mine["reason"], mine
+    assert data["runs"][0]["status"] == "failed"
+    dry = _cli("cancel", str(ours), "--dry-run")
+    assert dry.returncode == 0 and str(lost_id) not in dry.stdout, dry.stdout
+    assert _cli("cancel", str(ours)).returncode == 0
+    live = slurm_cluster.run("squeue", "-h", f"--jobs={lost_id}", "-o", "%j|%T", check=False).stdout
+    assert live.strip().startswith(other.name), live  # their job was not cancelled
+    slurm_cluster.run("scancel", str(lost_id), check=False)

@@ -48,6 +48,9 @@ class JobStatus:
     native: str = ""
     reason: str = ""
     exit_code: int | None = None
+    # The job's name as the scheduler has it ("" when it did not say): the harness trusts an id only
+    # while this is the name it gave the job, because a controller that lost its state reuses ids.
+    name: str = ""
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ class LocalScheduler(Scheduler):
                 reason = "cancelled" if cancelled else "the job's runner process died"
         elif mapped is JobState.PENDING and (folder / "cancel").exists() and not _runner_started(folder):
             mapped, reason = JobState.CANCELLED, "cancelled before it started"
-        return JobStatus(job_id, mapped, native, reason, state.get("exit_code"))
+        info = _read_json(folder / "job.json") or {}
+        return JobStatus(job_id, mapped, native, reason, state.get("exit_code"), str(info.get("name") or ""))
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         targets: list[tuple[str, int]] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ class PbsScheduler(Scheduler):
         for job_id in ids:
             match = next((info for key, info in jobs.items() if _same_job(key, job_id)), None)
             out[job_id] = (
-                map_job(job_id, match)
+                replace(map_job(job_id, match), name=str(match.get("Job_Name") or ""))
                 if match is not None
                 else JobStatus(job_id, JobState.UNKNOWN, "", "not known to qstat -x")
             )

@@ -59,26 +59,35 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
         return None, None
 
 
+SQUEUE_FORMAT = "%i|%T|%r|%j"
+SACCT_FORMAT = "JobIDRaw,State,ExitCode,Reason,JobName"
+
+
 def parse_squeue(text: str) -> dict[str, JobStatus]:
-    """Lines of `squeue -h -o %i|%T|%r`."""
+    """Lines of `squeue -h -o %i|%T|%r|%j` (the name, last, may be absent)."""
     out: dict[str, JobStatus] = {}
     for line in text.splitlines():
-        parts = line.strip().split(_SEP)
+        parts = line.strip().split(_SEP, 3)
         if len(parts) < 3 or not parts[0]:
             continue
         job_id, native, reason = parts[0], parts[1], parts[2]
-        out[job_id] = JobStatus(job_id, map_state(native), native, "" if reason == "None" else reason)
+        name = parts[3] if len(parts) > 3 else ""
+        out[job_id] = JobStatus(
+            job_id, map_state(native), native, "" if reason == "None" else reason, name=name
+        )
     return out
 
 
 def parse_sacct(text: str) -> dict[str, JobStatus]:
-    """Lines of `sacct -X -n -P --format=JobIDRaw,State,ExitCode,Reason` (allocations only)."""
+    """Lines of `sacct -X -n -P --format=JobIDRaw,State,ExitCode,Reason,JobName` (allocations only;
+    the name, last, may be absent)."""
     out: dict[str, JobStatus] = {}
     for line in text.splitlines():
-        parts = line.strip().split(_SEP)
+        parts = line.strip().split(_SEP, 4)
         if len(parts) < 4 or not parts[0]:
             continue
         job_id, native, exit_text, reason = parts[:4]
+        name = parts[4] if len(parts) > 4 else ""
         code, sig = parse_exit_code(exit_text)
         state = map_state(native)
         words = [] if reason in ("", "None") else [reason]
@@ -86,7 +95,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
             words.insert(0, f"exit code {code}")
         if sig:
             words.insert(0, f"signal {sig}")
-        out[job_id] = JobStatus(job_id, state, native, "; ".join(words), code)
+        out[job_id] = JobStatus(job_id, state, native, "; ".join(words), code, name)
     return out
 
 
@@ -126,7 +135,7 @@ class SlurmScheduler(Scheduler):
             return {i: self._cache[i] for i in ids}
         result: dict[str, JobStatus] = {}
         queue = self._run(
-            ["squeue", "-h", "--states=all", f"--jobs={','.join(ids)}", "-o", "%i|%T|%r"], check=False
+            ["squeue", "-h", "--states=all", f"--jobs={','.join(ids)}", "-o", SQUEUE_FORMAT], check=False
         )
         # squeue exits non-zero when every id is unknown to it ("Invalid job id"): that is sacct's turn.
         if queue.returncode == 0:
@@ -142,7 +151,7 @@ class SlurmScheduler(Scheduler):
                     "-n",
                     "-P",
                     f"--jobs={','.join(rest)}",
-                    "--format=JobIDRaw,State,ExitCode,Reason",
+                    f"--format={SACCT_FORMAT}",
                 ]
             )
             finished = parse_sacct(acct.stdout)
