@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mounts import tmpfs_or_skip
 
 from study.schedulers import JobState, get_scheduler
 from study.submit import open_session, refresh, submit_planned, wait
@@ -155,3 +158,56 @@ def test_a_local_job_is_stopped_at_its_walltime(make_workspace) -> None:
     for folder in (ws / ".local" / "jobs").glob("*"):
         pid = json.loads((folder / "state.json").read_text()).get("runner_pid")
         _wait_for(lambda pid=pid: not _group_alive(pid), timeout_s=15)
+
+
+def _study(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_a_submit_killed_before_the_runner_started_fails_the_job_instead_of_waiting(make_workspace) -> None:
+    """`study submit` dies after writing the local job's files and before starting its runner (the
+    window a kill of `study run` can hit): the next `study run` must not wait for it forever."""
+    ws = make_workspace({"a": "ok"})
+    crashed = _study("submit", str(ws), env={"STUDY_FAULT": "before-runner"})
+    assert crashed.returncode == 75, crashed.stderr
+    (folder,) = (ws / ".local" / "jobs").iterdir()
+    assert json.loads((folder / "state.json").read_text()) == {"state": "PENDING"}
+    again = _study("run", str(ws), "--poll", "0.2", timeout=60)
+    assert again.returncode == 1, again.stdout + again.stderr
+    status = json.loads(_study("status", str(ws), "--json").stdout)
+    (job,) = status["jobs"]
+    (run,) = status["runs"]
+    assert job["state"] == "FAILED" and "runner never started" in job["reason"], job
+    assert run["status"] == "failed" and "submitted it" in run["reason"], run
+    rerun = _study("rerun", str(ws), "--failed")
+    assert rerun.returncode == 0, rerun.stderr
+    done = _study("run", str(ws), "--poll", "0.2", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (ws / "runs" / "a" / "attempt-1" / "results.json").is_file()
+
+
+def test_a_local_submit_that_cannot_write_its_job_leaves_nothing_to_adopt(make_workspace) -> None:
+    """The disk fills while a job is being submitted: a clear error, and no half-made job folder that
+    a later command would adopt and wait for."""
+    ws = make_workspace({"a": "ok"})
+    jobs = ws / ".local" / "jobs"
+    jobs.mkdir(parents=True)
+    fill = tmpfs_or_skip(jobs, size="64k")
+    try:
+        (jobs / "ballast").write_bytes(b"\0" * (60 * 1024))
+        out = _study("submit", str(ws))
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert "cannot" in out.stderr and "No space left on device" in out.stderr, out.stderr
+        assert [p.name for p in jobs.iterdir()] == ["ballast"]
+        (jobs / "ballast").unlink()
+        done = _study("run", str(ws), "--poll", "0.2", timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        fill()

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,9 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from study.results import atomic_write_text, now_iso
-from study.schedulers.base import FoundJob, JobState, JobStatus, Scheduler, exit_reason, register
+from study.schedulers.base import (
+    FoundJob,
+    JobState,
+    JobStatus,
+    Scheduler,
+    SchedulerError,
+    exit_reason,
+    register,
+)
 
 CANCEL_GRACE_S = 5.0
+# A pending job whose runner has not started within this long never will (see _never_started).
+RUNNER_START_S = 120.0
+# Testing hook (the same variable as study.submit.FAULT_ENV): `before-runner` makes submit die after
+# writing a job's files and before starting its runner, the window a killed `study run` can leave.
+FAULT_ENV = "STUDY_FAULT"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -81,29 +95,40 @@ class LocalScheduler(Scheduler):
                 n += 1
 
     def submit(self, script: Path, workdir: Path, job_name: str, comment: str) -> str:
-        job_id, folder = self._new_job_dir()
-        _write_json(
-            folder / "job.json",
-            {
-                "job_id": job_id,
-                "name": job_name,
-                "comment": comment,
-                "script": str(Path(script).resolve()),
-                "workdir": str(workdir),
-                "slots": self.max_parallel,
-                "submitted": now_iso(),
-            },
-        )
-        _write_json(folder / "state.json", {"state": "PENDING"})
-        with open(folder / "runner.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "study.schedulers.local", str(folder)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=_runner_env(),
+        try:
+            job_id, folder = self._new_job_dir()
+        except OSError as exc:
+            raise SchedulerError(f"local scheduler: cannot make a job folder in {self.root}: {exc}") from exc
+        try:
+            _write_json(
+                folder / "job.json",
+                {
+                    "job_id": job_id,
+                    "name": job_name,
+                    "comment": comment,
+                    "script": str(Path(script).resolve()),
+                    "workdir": str(workdir),
+                    "slots": self.max_parallel,
+                    "submitted": now_iso(),
+                    "submitter": f"{socket.gethostname()}:{os.getpid()}",
+                },
             )
+            _write_json(folder / "state.json", {"state": "PENDING"})
+            if os.environ.get(FAULT_ENV) == "before-runner":  # testing hook, see study.submit.FAULT_ENV
+                os._exit(75)
+            with open(folder / "runner.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "study.schedulers.local", str(folder)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=_runner_env(),
+                )
+        except OSError as exc:
+            # Nothing half-made may stay behind: a job folder with our name would be adopted later.
+            shutil.rmtree(folder, ignore_errors=True)
+            raise SchedulerError(f"local scheduler: cannot start job {job_name} in {folder}: {exc}") from exc
         self._procs[job_id] = proc
         return job_id
 
@@ -120,14 +145,20 @@ class LocalScheduler(Scheduler):
         native = state.get("state", "")
         mapped = JobState(native) if native in JobState.__members__ else JobState.UNKNOWN
         reason = state.get("reason", "")
+        info = _read_json(folder / "job.json") or {}
         if not mapped.terminal and state.get("runner_pid") and state.get("host") == socket.gethostname():
             if not _pid_alive(int(state["runner_pid"])):
                 cancelled = (folder / "cancel").exists()
                 mapped = JobState.CANCELLED if cancelled else JobState.FAILED
-                reason = "cancelled" if cancelled else "the job's runner process died"
+                reason = (
+                    "cancelled" if cancelled else f"the job's runner process died; {_runner_clue(folder)}"
+                )
         elif mapped is JobState.PENDING and (folder / "cancel").exists() and not _runner_started(folder):
             mapped, reason = JobState.CANCELLED, "cancelled before it started"
-        info = _read_json(folder / "job.json") or {}
+        elif mapped is JobState.PENDING and not state.get("runner_pid"):
+            why = _never_started(folder, info)
+            if why:
+                mapped, reason = JobState.FAILED, f"its runner never started: {why}"
         return JobStatus(job_id, mapped, native, reason, state.get("exit_code"), str(info.get("name") or ""))
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -157,7 +188,8 @@ class LocalScheduler(Scheduler):
         wanted = set(names)
         jobs = self.root / "jobs"
         found = []
-        for folder in sorted(jobs.iterdir(), key=lambda p: int(p.name)) if jobs.is_dir() else []:
+        folders = [p for p in jobs.iterdir() if p.name.isdigit()] if jobs.is_dir() else []
+        for folder in sorted(folders, key=lambda p: int(p.name)):
             info = _read_json(folder / "job.json")
             if info and info.get("name") in wanted:
                 found.append(FoundJob(folder.name, info["name"], info.get("comment", "")))
@@ -169,6 +201,41 @@ def _runner_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def _never_started(folder: Path, info: dict[str, Any]) -> str | None:
+    """Why a job whose runner has not written its pid will never run, or None while it still may:
+    the command that submitted it is gone (killed between writing the job and starting its runner),
+    or the runner has had RUNNER_START_S and not begun (it died at start-up, or the disk is full)."""
+    host, _, pid = str(info.get("submitter", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        launched = (folder / "runner.log").exists()
+        if not launched:
+            return f"the command that submitted it (pid {pid}) ended before starting it"
+    try:
+        age = time.time() - (folder / "state.json").stat().st_mtime
+    except OSError:
+        age = RUNNER_START_S + 1
+    if age > RUNNER_START_S:
+        return f"no runner after {age:.0f} s; {_runner_clue(folder)}"
+    return None
+
+
+def _runner_clue(folder: Path) -> str:
+    """The last line the runner wrote, or why it could write nothing."""
+    try:
+        lines = (folder / "runner.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    if lines:
+        return f"runner.log ends: {lines[-1][:300]}"
+    try:
+        stats = os.statvfs(folder)
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            return f"runner.log is empty and the disk holding {folder} is full"
+    except OSError:
+        pass
+    return f"runner.log in {folder} is empty"
 
 
 def _runner_started(folder: Path) -> bool:
