@@ -77,6 +77,20 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:
+        # The machine's doing, not a bug to debug: a full or read-only disk, a vanished folder, a
+        # permission. Say which file and why; STUDY_DEBUG=1 shows the traceback.
+        if os.environ.get("STUDY_DEBUG"):
+            raise
+        print(f"study {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
+        return 1
+
+
+def _os_error_text(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    if exc.filename:
+        return f"{exc.filename}: {what}" + (f" (and {exc.filename2})" if exc.filename2 else "")
+    return what
 
 
 if __name__ == "__main__":

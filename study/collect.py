@@ -328,7 +328,7 @@ def _states_from_store(workspace: Path) -> dict[str, tuple]:
 
     if not has_state(workspace):
         return {}
-    with State(workspace) as state:
+    with State(workspace, read_only=True) as state:
         return {r.run_id: (r.status, r.reason, r.floor, r.attempt) for r in state.runs()}
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.errors import StudyError
 from study.results import now_iso
 
 STATE_FILE = "state.sqlite"
@@ -87,19 +88,30 @@ def submitter_id() -> str:
 class State:
     """One connection to a workspace's store; use as a context manager or call close()."""
 
-    def __init__(self, workspace: str | os.PathLike[str]):
+    def __init__(self, workspace: str | os.PathLike[str], *, read_only: bool = False):
+        """`read_only` opens an existing store only to read it (what collect needs, on any disk).
+
+        On a read-only file system an existing store is always opened for reading: `status` and
+        `collect` still show what it holds, and any change is refused with a clear error."""
         self.workspace = Path(workspace)
         self.path = self.workspace / STATE_FILE
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        with self.transaction():
-            for statement in filter(str.strip, _DDL.split(";")):
-                self.db.execute(statement)
-            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        self.read_only = self.path.exists() and (read_only or read_only_folder(self.workspace))
+        try:
+            if self.read_only:
+                self.db = _connect_read_only(self.path)
+                return
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=60000")
+            with self.transaction():
+                for statement in filter(str.strip, _DDL.split(";")):
+                    self.db.execute(statement)
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        except (sqlite3.Error, OSError) as exc:
+            raise StudyError(f"cannot open the state store {self.path}: {exc}") from exc
 
     def __enter__(self) -> State:
         return self
@@ -112,14 +124,31 @@ class State:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: take the write lock up front so read-modify-write cannot interleave."""
-        self.db.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE: take the write lock up front so read-modify-write cannot interleave.
+
+        A store that cannot be written (a read-only or full file system) raises StudyError naming it."""
+        if self.read_only:
+            raise StudyError(
+                f"the workspace {self.workspace} is on a read-only file system: its state store cannot "
+                "record anything (status and collect --no-refresh still read it)"
+            )
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StudyError(f"cannot write the state store {self.path}: {exc}") from exc
         try:
             yield self.db
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            raise StudyError(f"cannot write the state store {self.path}: {exc}") from exc
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.db.execute("ROLLBACK")
+            raise StudyError(f"cannot write the state store {self.path}: {exc}") from exc
 
     # meta
     def get_meta(self, key: str) -> str | None:
@@ -239,6 +268,35 @@ def _job(row: sqlite3.Row) -> JobRow:
 
 def _run(row: sqlite3.Row) -> RunRow:
     return RunRow(row["run_id"], row["job"], row["floor"], row["status"], row["attempt"], row["reason"])
+
+
+def read_only_folder(folder: Path) -> bool:
+    """True when `folder` is on a file system mounted read-only (root ignores permission bits, so
+    the mount flag is what counts), or when this user may not write it."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open a WAL store on a read-only file system: `mode=ro` reads it while its -wal and -shm files
+    can be used; when they cannot be made, `immutable=1` reads the main file as it stands."""
+    try:
+        return _open_uri(path, "mode=ro")
+    except sqlite3.Error:
+        return _open_uri(path, "mode=ro&immutable=1")
+
+
+def _open_uri(path: Path, query: str) -> sqlite3.Connection:
+    db = sqlite3.connect(f"file:{path}?{query}", uri=True, timeout=60, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    try:
+        db.execute("SELECT count(*) FROM jobs").fetchone()
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
 
 
 def has_state(workspace: str | os.PathLike[str]) -> bool:

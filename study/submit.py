@@ -119,6 +119,8 @@ def open_session(
     scheduler = get_scheduler(plan.get("scheduler") or "local", workspace, **options)
     state = State(workspace)
     session = Session(workspace, plan, state, scheduler)
+    if state.read_only:  # nothing can be recorded: show what the store holds (commands that change it fail)
+        return session
     record_plan_jobs(state, workspace, plan)
     if reconcile_now:
         session.adopted = reconcile(session)

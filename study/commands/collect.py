@@ -19,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from study.collect import collect_workspace
-    from study.state import has_state
+    from study.state import has_state, read_only_folder
     from study.submit import workspace_arg
 
     workspace = workspace_arg(args.workspace)
-    if has_state(workspace) and not args.no_refresh:
+    if has_state(workspace) and not args.no_refresh and not read_only_folder(workspace):
         from study.submit import open_session, refresh
 
         with open_session(workspace) as session:

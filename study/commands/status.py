@@ -14,11 +14,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.submit import counts_line, open_session, refresh, workspace_arg
+    import sys
+
+    from study.submit import counts_line, open_session, refresh, run_counts, workspace_arg
 
     workspace = workspace_arg(args.workspace)
     with open_session(workspace) as session:
-        counts = refresh(session)
+        if session.state.read_only:
+            print(
+                f"warning: {workspace} is on a read-only file system: showing the states last "
+                "recorded, without asking the scheduler",
+                file=sys.stderr,
+            )
+            counts = run_counts(session.state)
+        else:
+            counts = refresh(session)
         jobs = session.state.jobs()
         runs = session.state.runs()
     if args.json:

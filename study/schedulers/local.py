@@ -358,5 +358,22 @@ def run_job(folder: Path) -> int:
     return 0
 
 
+def main(folder: Path) -> int:
+    """The runner's entry: a runner that cannot go on (a full or read-only disk) says so in
+    runner.log and, where it still can, in state.json, instead of dying without a word."""
+    try:
+        return run_job(folder)
+    except OSError as exc:
+        print(f"study local runner: {exc}", file=sys.stderr, flush=True)
+        try:
+            _write_json(
+                folder / "state.json",
+                {"state": JobState.FAILED.value, "reason": f"the job's runner failed: {exc}"},
+            )
+        except OSError:
+            pass
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(run_job(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1])))

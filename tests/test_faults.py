@@ -1,0 +1,102 @@
+"""Faults of the machine, for real: a read-only workspace and a full disk (tests/mounts.py mounts
+them; where mount(2) is refused these tests are skipped with the reason)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mounts import read_only_or_skip, tmpfs_or_skip
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _study(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "STUDY_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _ran(make_workspace, behaviors: dict[str, str], **kwargs) -> Path:
+    ws = make_workspace(behaviors, **kwargs)
+    out = _study("run", str(ws), "--poll", "0.2")
+    assert out.returncode in (0, 1), out.stderr
+    return ws
+
+
+def test_a_read_only_workspace_still_shows_its_state_and_refuses_changes_clearly(make_workspace) -> None:
+    ws = _ran(make_workspace, {"good": "ok", "bad": "fail"})
+    dataset = (ws / "dataset.csv").read_bytes()
+    undo = read_only_or_skip(ws)
+    try:
+        status = _study("status", str(ws), "--json")
+        assert status.returncode == 1, status.stderr  # one run failed
+        assert "read-only file system" in status.stderr and "Traceback" not in status.stderr
+        runs = {r["run_id"]: r["status"] for r in json.loads(status.stdout)["runs"]}
+        assert runs == {"good": "ok", "bad": "failed"}
+        for args in (("collect", str(ws), "--no-refresh"), ("collect", str(ws))):
+            out = _study(*args)
+            assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+            assert "Read-only file system" in out.stderr and str(ws) in out.stderr, out.stderr
+        rerun = _study("rerun", str(ws), "--failed")
+        assert rerun.returncode == 1 and "Traceback" not in rerun.stderr, rerun.stderr
+        assert "read-only file system" in rerun.stderr.lower() and str(ws) in rerun.stderr, rerun.stderr
+        for args in (("submit", str(ws)), ("cancel", str(ws))):  # nothing to send: nothing to write
+            out = _study(*args)
+            assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
+    finally:
+        undo()
+    assert (ws / "dataset.csv").read_bytes() == dataset
+    assert not list(ws.glob("*.tmp*")), list(ws.glob("*.tmp*"))
+
+
+def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_collected(make_workspace, tmp_path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    undo = tmpfs_or_skip(disk, size="4m")
+    try:
+        ws = make_workspace({"a": "ok", "b": "ok"})
+        # the workspace moves onto the small disk (rendered again there, so its paths are its own)
+        moved = disk / "ws"
+        subprocess.run(["cp", "-a", str(ws), str(moved)], check=True)
+        plan = json.loads((moved / "plan.json").read_text())
+        plan["workspace"] = str(moved)
+        for run in plan["runs"]:
+            run["command"] = run["command"].replace(str(ws), str(moved))
+        (moved / "plan.json").write_text(json.dumps(plan))
+        from study.render import render_jobs
+
+        render_jobs(moved, [r["run_id"] for r in plan["runs"]], "t")
+        out = _study("run", str(moved), "--poll", "0.2")
+        assert out.returncode == 0, out.stdout + out.stderr
+        dataset = (moved / "dataset.csv").read_bytes()
+        ballast = moved / "ballast"
+        with open(ballast, "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        for args in (("collect", str(moved), "--no-refresh"), ("status", str(moved))):
+            out = _study(*args)
+            assert out.returncode in (0, 1) and "Traceback" not in out.stderr, (args, out.stderr)
+        out = _study("collect", str(moved), "--no-refresh")
+        assert out.returncode == 1 and "No space left on device" in out.stderr, out.stderr
+        assert (moved / "dataset.csv").read_bytes() == dataset
+        out = _study("rerun", str(moved), "--failed")
+        assert "Traceback" not in out.stderr, out.stderr
+        ballast.unlink()
+        assert _study("collect", str(moved)).returncode == 0
+        assert not [p for p in moved.iterdir() if ".tmp" in p.name]
+    finally:
+        undo()
