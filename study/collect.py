@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -167,6 +168,10 @@ class Collected:
     timers: Any
     counts: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # run id → (ok|failed, attempt, reason) for every run collect judged (pending and missing ones aside)
+    verdicts: dict[str, tuple[str, int | None, str | None]] = field(default_factory=dict)
+    # runs whose status in the state store collect corrected (the store said ok, the files say not)
+    corrected: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         c = self.counts
@@ -226,6 +231,7 @@ def collect_workspace(
 
     workspace = Path(workspace)
     plan = load_plan_json(workspace)
+    from_store = run_states is None
     if run_states is None:
         run_states = _states_from_store(workspace)
     context = (
@@ -246,24 +252,78 @@ def collect_workspace(
     timer_rows: list[dict[str, Any]] = []
     counts = {"ok": 0, "failed": 0, "missing": 0, "pending": 0}
     problems: list[str] = []
-    for kind, run_rows, run_timers, run_problems in outputs:
+    verdicts: dict[str, tuple[str, int | None, str | None]] = {}
+    for (run, _), (kind, run_rows, run_timers, run_problems, verdict) in zip(tasks, outputs, strict=True):
         counts[kind] += 1
         rows.extend(run_rows)
         timer_rows.extend(run_timers)
         problems.extend(run_problems)
+        if verdict is not None:
+            verdicts[run["run_id"]] = verdict
     for problem in problems:
         if on_problem:
             on_problem(problem)
     dataset = _frame(pd, rows, BASE_COLUMNS)
     timers = _frame(pd, timer_rows, TIMER_COLUMNS)
+    corrected: list[str] = []
     if write:
+        remove_stale_temporaries(workspace)
         write_table(dataset, workspace / "dataset")
         write_table(timers, workspace / "timers")
-    return Collected(dataset, timers, counts, problems)
+        if from_store:
+            corrected = _record_verdicts(workspace, run_states, verdicts)
+    return Collected(dataset, timers, counts, problems, verdicts, corrected)
+
+
+def _record_verdicts(
+    workspace: Path, run_states: dict[str, tuple], verdicts: dict[str, tuple[str, int | None, str | None]]
+) -> list[str]:
+    """Runs the store calls ok whose files collect found not ok (a results file damaged or deleted
+    after the run was judged) become failed in the store, with collect's reason, so that `status`
+    and the dataset agree and `rerun --failed` reruns them. Runs still pending or running are left
+    to refresh. Nothing is written on a store that cannot be (a read-only workspace)."""
+    from study.state import State, has_state, read_only_folder
+
+    changes = [
+        (run_id, "failed", attempt, reason)
+        for run_id, (status, attempt, reason) in verdicts.items()
+        if status == "failed" and (run_states.get(run_id) or (None,))[0] == "ok"
+    ]
+    if not changes or not has_state(workspace) or read_only_folder(workspace):
+        return []
+    with State(workspace) as state:
+        state.set_runs(changes)
+    return [c[0] for c in changes]
+
+
+TEMPORARY_RE = re.compile(r"^\.(?:dataset|timers)\.(?:parquet|csv)\.[^/]*\.tmp$")
+
+
+def remove_stale_temporaries(workspace: Path, older_than_s: float = 3600.0) -> list[str]:
+    """Delete the temporary files an interrupted collect left beside the tables (a kill between
+    writing and renaming them). Only files older than `older_than_s` go: a collect running now in
+    another process is writing its own, and none takes an hour. Returns the names removed."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(workspace))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not TEMPORARY_RE.match(entry.name):
+            continue
+        try:
+            if now - entry.stat().st_mtime > older_than_s:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            continue
+    return removed
 
 
 def _collect_run(context: tuple[str, dict[str, Any], str | None], task: tuple[dict[str, Any], tuple | None]):
-    """One run → (ok|failed|missing|pending, dataset rows, timer rows, problems). Runs in worker processes."""
+    """One run → (ok|failed|missing|pending, dataset rows, timer rows, problems, verdict). Runs in
+    worker processes."""
     workspace, sys_cols, experiment = context
     run, store = task
     run_id = run["run_id"]
@@ -300,7 +360,7 @@ def _collect_run(context: tuple[str, dict[str, Any], str | None], task: tuple[di
     if chosen is not None:
         number, outcome = chosen
     elif active or (last is not None and last[1].status == "running"):
-        return "pending", [], [], problems
+        return "pending", [], [], problems, None
     elif last is not None:
         number, outcome = last
         if store_status == "failed" and store_reason and store_attempt in (number, None):
@@ -308,7 +368,9 @@ def _collect_run(context: tuple[str, dict[str, Any], str | None], task: tuple[di
     elif store_status == "failed":
         number, outcome = None, Outcome("failed", store_reason or "failed before any attempt started")
     else:
-        return "missing", [], [], problems
+        return "missing", [], [], problems, None
+    if store_status == "ok" and outcome.status != "ok" and not outcome.corrupt:  # corrupt: said above
+        problems.append(f"run {run_id}: the state store says ok, but {outcome.reason}")
     base.update({"attempt": number, "status": outcome.status, "error": outcome.reason})
     result = outcome.result
     timer_rows = []
@@ -320,7 +382,8 @@ def _collect_run(context: tuple[str, dict[str, Any], str | None], task: tuple[di
         }
         head = {"experiment": experiment, "run_id": run_id, "repeat": base["repeat"], "attempt": number}
         timer_rows = [{**head, **timer, **params, **topo} for timer in flatten_timers(result["timers"])]
-    return outcome.status, _result_rows(base, params, result), timer_rows, problems
+    verdict = (outcome.status, number, outcome.reason)
+    return outcome.status, _result_rows(base, params, result), timer_rows, problems, verdict
 
 
 def _states_from_store(workspace: Path) -> dict[str, tuple]:

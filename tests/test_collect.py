@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -175,3 +177,51 @@ def test_results_no_reader_can_parse_are_failed_with_a_reason_and_types_stay_num
         and df.loc[df.run_id == "good", "latency_us"].notna().all()
     )
     assert len(problems) == 3
+
+
+def _study(*args: str) -> subprocess.CompletedProcess[str]:
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "study.cli", *args], capture_output=True, text=True, cwd=repo, timeout=120
+    )
+
+
+def test_a_result_damaged_after_its_run_was_judged_reaches_the_store_and_is_rerun(make_workspace) -> None:
+    """The store said ok when the run ended; then one results.json turned to binary bytes and another
+    was deleted. Collect says so, records both as failed, and `rerun --failed` runs them again."""
+    ws = make_workspace({"keep": "ok", "damaged": "ok", "deleted": "ok"})
+    _run(ws)
+    (ws / "runs" / "damaged" / "attempt-1" / "results.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    (ws / "runs" / "deleted" / "attempt-1" / "results.json").unlink()
+    out = _study("collect", str(ws))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "run deleted: the state store says ok, but" in out.stderr and "missing results" in out.stderr
+    assert "damaged/attempt-1/results.json: not UTF-8" in out.stderr
+    assert "recorded 2 run(s)" in out.stderr
+    status = json.loads(_study("status", str(ws), "--json").stdout)
+    got = {r["run_id"]: r["status"] for r in status["runs"]}
+    assert got == {"keep": "ok", "damaged": "failed", "deleted": "failed"}
+    with open_session(ws) as session:
+        chosen, _ = rerun_failed(session, echo=lambda _: None)
+        assert sorted(chosen) == ["damaged", "deleted"]
+        assert wait(session, interval_s=0.1)["ok"] == 3
+    df = collect_workspace(ws).dataset
+    assert dict(zip(df["run_id"], df["attempt"], strict=True)) == {"keep": 1, "damaged": 2, "deleted": 2}
+
+
+def test_collect_removes_the_temporary_files_an_interrupted_collect_left(make_workspace) -> None:
+    import os
+    import time
+
+    ws = make_workspace({"a": "ok"})
+    _run(ws)
+    stale = ws / ".dataset.parquet.host-123.x1y2.tmp"
+    fresh = ws / ".timers.csv.host-456.z9.tmp"  # another collect's, being written now
+    other = ws / ".notes.tmp"
+    for path in (stale, fresh, other):
+        path.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    collect_workspace(ws)
+    assert not stale.exists() and fresh.exists() and other.exists()

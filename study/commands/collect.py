@@ -28,9 +28,14 @@ def run(args: argparse.Namespace) -> int:
 
         with open_session(workspace) as session:
             refresh(session)
-    collected = collect_workspace(
-        workspace, on_problem=lambda p: print(f"warning: skipped {p}", file=sys.stderr)
-    )
+    collected = collect_workspace(workspace, on_problem=lambda p: print(f"warning: {p}", file=sys.stderr))
     print(f"wrote {workspace / 'dataset.parquet'} (+.csv) and {workspace / 'timers.parquet'} (+.csv)")
+    if collected.corrected:
+        print(
+            f"recorded {len(collected.corrected)} run(s) the state store had as ok as failed "
+            f"({', '.join(collected.corrected[:5])}{', …' if len(collected.corrected) > 5 else ''}); "
+            "`study rerun --failed` reruns them",
+            file=sys.stderr,
+        )
     print(f"collected {workspace.name}: {collected.summary()}")
     return 1 if collected.counts.get("failed") else 0

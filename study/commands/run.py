@@ -79,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
             counts = refresh(session)
             print(f"interrupted: cancelled {len(ids)} jobs; runs: {counts_line(counts)}", file=sys.stderr)
             return 130
-    collected = collect_workspace(
-        workspace, on_problem=lambda p: print(f"warning: skipped {p}", file=sys.stderr)
-    )
+    collected = collect_workspace(workspace, on_problem=lambda p: print(f"warning: {p}", file=sys.stderr))
     if args.report:
         _report(workspace)
     print(f"{experiment}: {collected.summary()}; dataset {workspace / 'dataset.parquet'}")
