@@ -464,6 +464,7 @@ def render_workspace(
     plan, scripts = build_plan(experiment, system_obj, ws, account_value)
     old = _read_plan(ws)
     if old is not None:
+        check_location(ws, {"workspace": old.workspace})
         if old.experiment != plan.experiment:
             raise InputError(
                 f"workspace {ws} holds experiment {old.experiment!r}, not {plan.experiment!r}",
@@ -532,6 +533,43 @@ def render_jobs(workspace: str | Path, run_ids: list[str], tag: str, account: st
     plan.jobs.extend(jobs)
     _write_plan(ws, plan)
     return jobs
+
+
+def check_location(workspace: Path, plan: dict[str, Any]) -> None:
+    """Refuse a workspace that is not where it was rendered (copied or moved): its job scripts hold
+    the absolute paths of that folder, and its state store and job names belong to it, so submitting
+    from here would run finished runs again and write their results into the original."""
+    recorded = plan.get("workspace")
+    if not recorded or _same_folder(Path(recorded), workspace):
+        return
+    original = Path(recorded)
+    if (original / "plan.json").is_file():
+        what = "a copy of"
+        hint = (
+            f"work on the original at {original}; to run the experiment again, render it into a new "
+            "folder (study render EXPERIMENT --workspace NEW). collect --no-refresh, report and plot "
+            "read a copy as it is"
+        )
+    else:
+        what = "moved from"
+        hint = (
+            f"move it back to {original} to carry on; collect --no-refresh, report and plot read it "
+            "where it is"
+        )
+    raise InputError(
+        f"this workspace is {what} {original} (plan.json was rendered there), now at {workspace}: its "
+        "job scripts and state belong to that folder",
+        file=str(workspace / "plan.json"),
+        key="workspace",
+        hint=hint,
+    )
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
 
 def load_plan(workspace: str | Path) -> Plan:

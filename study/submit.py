@@ -111,6 +111,9 @@ def open_session(
     """Open a rendered workspace: store + scheduler, the plan's jobs recorded, reconciled."""
     workspace = Path(workspace).resolve()
     plan = load_plan_json(workspace)
+    from study.render import check_location
+
+    check_location(workspace, plan)
     options: dict[str, Any] = {}
     if plan.get("scheduler") == "local":
         options["max_parallel"] = max_parallel or default_max_parallel(plan)

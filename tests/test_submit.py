@@ -102,3 +102,43 @@ def test_a_job_the_scheduler_forgot_is_lost_not_waited_for(make_workspace, monke
         run = session.state.run("ghost-run")
     assert counts["failed"] == 1 and counts["ok"] == 1
     assert run.reason.startswith("job failed (FAILED): lost")
+
+
+def _tree(ws: Path) -> dict[str, int]:
+    return {str(p.relative_to(ws)): p.stat().st_mtime_ns for p in sorted(ws.rglob("*")) if p.is_file()}
+
+
+def test_a_copied_or_moved_workspace_is_refused_not_run_again(make_workspace, tmp_path) -> None:
+    """`cp -a WS COPY; study submit COPY` must neither run the finished runs again nor write into WS
+    (the copy's scripts name WS): every command that would submit or poll refuses, naming both
+    folders; reading the copy (collect --no-refresh, report) works; a symlink to WS is WS."""
+    ws = make_workspace({"a": "ok", "b": "ok"})
+    assert _cli("run", str(ws), "--poll", "0.2").returncode == 0
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(ws), str(copy)], check=True)
+    before = _tree(ws)
+    for args in (("submit",), ("run",), ("status",), ("rerun", "--failed"), ("cancel",), ("collect",)):
+        out = _cli(args[0], str(copy), *args[1:])
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert f"{copy / 'plan.json'}: workspace: this workspace is a copy of {ws}" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    again = _cli(
+        "render",
+        str(copy / "experiment.yaml"),
+        "--system",
+        str(copy / "system.yaml"),
+        "--workspace",
+        str(copy),
+    )
+    assert again.returncode == 2 and "a copy of" in again.stderr, again.stderr
+    assert _tree(ws) == before, "the original workspace was written to"
+    assert not any(p.name == "attempt-2" for p in copy.rglob("attempt-*"))
+    collected = _cli("collect", str(copy), "--no-refresh")
+    assert collected.returncode == 0, collected.stderr
+    link = tmp_path / "link"
+    link.symlink_to(ws)
+    assert _cli("status", str(link)).returncode == 0
+    moved = tmp_path / "moved"
+    ws.rename(moved)
+    out = _cli("submit", str(moved))
+    assert out.returncode == 2 and f"moved from {ws}" in out.stderr and "move it back" in out.stderr
