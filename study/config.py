@@ -9,6 +9,7 @@ The schema is documented in docs/experiments.md; change both together.
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
@@ -182,6 +183,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 }
 # Values a parameter list must not be swept over element by element in `fixed`.
 LIST_VALUED = {"algorithms"}
+# Work limits: an axis (a list or a range) and a whole sweep (the cross product, with repeats). A
+# study that needs more is several experiments; these stop a typo (`to: 1e12, step: 1`) from
+# planning for hours.
+MAX_AXIS_VALUES = 10_000
+MAX_SWEEP_RUNS = 200_000
 RESOURCE_CHECKERS: dict[str, Checker] = {
     "nodes": _int_at_least(1),
     "gpus_per_node": _int_at_least(1),
@@ -584,6 +590,18 @@ def compile_sweep(experiment: Experiment) -> CompiledSweep:
                 at_value=False,
             )
 
+    runs = math.prod(len(axis.values) for axis in axes) * experiment.repeats
+    if runs > MAX_SWEEP_RUNS:
+        sizes = " x ".join(f"{dotted(axis.path)} {len(axis.values):,}" for axis in axes)
+        raise pos.error(
+            max(axes, key=lambda axis: len(axis.values)).path,
+            f"the sweep has {runs:,} runs ({sizes}"
+            + (f" x {experiment.repeats} repeats" if experiment.repeats > 1 else "")
+            + f"); at most {MAX_SWEEP_RUNS:,} runs per experiment",
+            at_value=False,
+            hint="split it into several experiments, or sweep fewer values",
+        )
+
     defined = set(sources) | {"tp", "pp"}
     for name in REQUIRED[kind]:
         if name not in defined:
@@ -621,6 +639,12 @@ def _expand_range(raw: dict[str, Any], pos: Positions, path: tuple[str | int, ..
             low, high, step = parse_size(raw["from"]), parse_size(raw["to"]), _int_at_least(1)(raw["step"])
             if high < low:
                 raise ValueError(f"range needs from <= to, got from={low} to={high}")
+            count = (high - low) // step + 1
+            if count > MAX_AXIS_VALUES:
+                raise ValueError(
+                    f"this range has {count:,} values; an axis may have at most {MAX_AXIS_VALUES:,} "
+                    "(use a larger step, or a factor)"
+                )
             return list(range(low, high + 1, step))
     except ValueError as exc:
         raise pos.error(path, str(exc)) from None

@@ -18,6 +18,11 @@ __all__ = ["ExprError", "Expression", "compile_expr"]
 
 _MAX_POWER_EXPONENT = 256
 _MAX_REPEAT = 4096
+# Work limits on values an expression makes: integers of at most this many bits (2**4096 is far
+# beyond any size or count, and it prints in about 1,200 digits), strings and lists of at most this
+# many items. Each is checked before the operation that would exceed it runs.
+_MAX_INT_BITS = 4096
+_MAX_LENGTH = 65_536
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -75,6 +80,11 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
+def _short(source: str) -> str:
+    """An expression as error messages quote it: at most 80 characters."""
+    return source if len(source) <= 80 else source[:77] + "..."
+
+
 def compile_expr(source: str) -> Expression:
     """Parse and check an expression once; raise ExprError naming what is not allowed."""
     if not isinstance(source, str) or not source.strip():
@@ -82,7 +92,7 @@ def compile_expr(source: str) -> Expression:
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ExprError(f"cannot parse `{source}`: {exc.msg}") from None
+        raise ExprError(f"cannot parse `{_short(source)}`: {exc.msg[:200]}") from None
     names: set[str] = set()
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
@@ -130,13 +140,41 @@ def _check_node(node: ast.AST, source: str, names: set[str], called: set[int]) -
         names.add(node.id)
     elif isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str | bool | None):
         raise ExprError(f"`{source}`: constant {node.value!r} is not allowed")
+    elif isinstance(node, ast.Constant) and _constant_too_big(node.value):
+        raise ExprError(f"`{_short(source)}`: {_constant_too_big(node.value)}")
+
+
+def _constant_too_big(value: Any) -> str | None:
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        return f"an integer of more than {_MAX_INT_BITS} bits is not allowed"
+    if isinstance(value, str) and len(value) > _MAX_LENGTH:
+        return f"a string of more than {_MAX_LENGTH} characters is not allowed"
+    return None
 
 
 def _repeats_too_much(left: Any, right: Any) -> bool:
     for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | list) and isinstance(count, int) and count > _MAX_REPEAT:
-            return True
+        if isinstance(seq, str | list) and isinstance(count, int) and not isinstance(count, bool):
+            if count > _MAX_REPEAT or len(seq) * max(count, 0) > _MAX_LENGTH:
+                return True
     return False
+
+
+def _too_big(op: ast.operator, left: Any, right: Any) -> str | None:
+    """Why `left op right` would make a value past the work limits, before computing it."""
+    ints = isinstance(left, int) and isinstance(right, int)
+    if isinstance(op, ast.Pow) and ints and right > 0 and abs(left) > 1:
+        if (abs(left).bit_length() - 1) * right > _MAX_INT_BITS:
+            return f"{left} ** {right} has more than {_MAX_INT_BITS} bits"
+    if isinstance(op, ast.Mult) and ints:
+        if abs(left).bit_length() + abs(right).bit_length() > _MAX_INT_BITS + 1:
+            return f"the product has more than {_MAX_INT_BITS} bits"
+    if isinstance(op, ast.Mult) and _repeats_too_much(left, right):
+        return f"repeating a string or list past {_MAX_REPEAT} times or {_MAX_LENGTH} items is not allowed"
+    if isinstance(op, ast.Add) and isinstance(left, str | list) and isinstance(right, str | list):
+        if len(left) + len(right) > _MAX_LENGTH:
+            return f"joining makes more than {_MAX_LENGTH} items"
+    return None
 
 
 def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
@@ -156,8 +194,9 @@ def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
             and abs(right) > _MAX_POWER_EXPONENT
         ):
             raise ExprError(f"exponent {right} is larger than {_MAX_POWER_EXPONENT}")
-        if isinstance(node.op, ast.Mult) and _repeats_too_much(left, right):
-            raise ExprError(f"repeating a string or list more than {_MAX_REPEAT} times is not allowed")
+        problem = _too_big(node.op, left, right)
+        if problem:
+            raise ExprError(problem)
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, values)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from study.config import Experiment, checker_for
-from study.errors import InputError
 from study.expr import ExprError
 from study.systems import System
 from study.yamlpos import Positions
@@ -111,11 +110,10 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
         for repeat in range(repeats):
             run_id = _run_id(name_json, params_json, repeat)
             if run_id in seen:
-                raise InputError(
+                raise pos.error(
+                    _duplicated_axis(compiled),
                     f"duplicate runs: two points of the sweep resolve to the same parameters "
                     f"({_describe(params)}); remove the repeated value",
-                    file=experiment.path,
-                    key="sweep",
                 )
             seen[run_id] = params
             runs.append(
@@ -132,10 +130,21 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
             )
     if not runs:
         reason = f"all {excluded} points are excluded" if excluded else "no points"
-        raise InputError(
-            f"the sweep is empty: {reason}", file=experiment.path, key="exclude" if excluded else "sweep"
-        )
+        raise pos.error(("exclude",) if excluded else ("sweep",), f"the sweep is empty: {reason}")
     return runs
+
+
+def _duplicated_axis(compiled: Any) -> tuple[str | int, ...]:
+    """Where a duplicate run comes from: the first axis that lists one point twice (at the repeated
+    value), else the sweep itself (two different points that derived values made equal)."""
+    for axis in compiled.axes:
+        seen: set[str] = set()
+        for i, point in enumerate(axis.values):
+            key = canonical_json(list(point))
+            if key in seen:
+                return (*axis.path, i) if len(axis.names) == 1 else axis.path
+            seen.add(key)
+    return ("sweep",)
 
 
 def _apply_kind_defaults(kind: str, values: dict[str, Any], sources: dict, pos: Positions) -> None:

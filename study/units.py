@@ -32,19 +32,28 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"expected a size of 0 bytes or more, got {value}")
-        return value
+        return _bounded_size(value)
     if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
+        return _bounded_size(int(value))
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m and m.group(2).lower() in _SIZE_UNITS:
             number = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
             if number.is_integer():
-                return int(number)
+                return _bounded_size(int(number))
             raise ValueError(f"size {value!r} is not a whole number of bytes")
     raise ValueError(
         f"expected a size such as 64KiB, 2MiB or 1MB (units B, KiB, MiB, GiB, KB, MB, GB), got {value!r}"
     )
+
+
+MAX_SIZE_BYTES = 1 << 60  # 1 EiB: more than any machine holds, so a larger size is a typo
+
+
+def _bounded_size(size: int) -> int:
+    if size > MAX_SIZE_BYTES:
+        raise ValueError(f"size {size:.3g} bytes is larger than 1 EiB ({MAX_SIZE_BYTES} bytes)")
+    return size
 
 
 def format_size(size_bytes: int) -> str:

@@ -71,6 +71,10 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
 # values. A "billion laughs" file (aliases of aliases) or an alias inside its own anchor is refused
 # before anything expands it.
 MAX_YAML_VALUES = 100_000
+# No count, size or time needs more digits than this; longer numbers are refused at their position
+# (Python would refuse to convert more than 4,300 digits anyway, without saying where).
+MAX_NUMBER_CHARS = 100
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -102,6 +106,12 @@ def _check_expansion(root: yaml.Node, file: str) -> None:
             continue
         if key in size:
             continue
+        if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_NUMBER_CHARS:
+            if node.tag in (_INT_TAG, _FLOAT_TAG):
+                fail(
+                    node,
+                    f"a number written with {len(node.value):,} characters; at most {MAX_NUMBER_CHARS:,}",
+                )
         visiting.add(key)
         stack.append((node, True))
         for child in _children(node):

@@ -239,3 +239,94 @@ def test_an_unknown_system_and_a_nul_byte_are_named_at_their_line(tmp_path, caps
     assert main(["validate", str(nul)]) == 2
     err = capsys.readouterr().err
     assert f"{nul}:2:8: invalid YAML: unacceptable character #x0000" in err and "unicode string" not in err
+
+
+BASE = """\
+version: 1
+name: limits
+kind: collective
+system: local
+resources:
+  nodes: 1
+  gpus_per_node: 2
+  walltime: 10m
+sweep:
+  algorithms: [gloo, reference]
+fixed:
+  sizes: {from: 1KiB, to: 4KiB, factor: 2}
+"""
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "message"),
+    [
+        (
+            ("  gpus_per_node: 2\n", "  gpus_per_node: {from: 1, to: 1000000000000, step: 1}\n"),
+            "7:18",
+            "resources.gpus_per_node: this range has 1,000,000,000,000 values",
+        ),
+        (
+            (
+                "  algorithms: [gloo, reference]\n",
+                "  algorithms: [gloo, reference]\n  x_a: {from: 1, to: 10000, step: 1}\n"
+                "  x_b: {from: 1, to: 10000, step: 1}\n",
+            ),
+            "11:3",
+            "sweep.x_a: the sweep has 200,000,000 runs",
+        ),
+        (("", "derived:\n  x_p: '(2**256)**256'\n"), "14:8", "derived.x_p: 1157920892"),
+        (("", f"derived:\n  x_p: '{HUGE} + 1'\n"), "14:8", "derived.x_p: cannot parse `99999"),
+        (("", "derived:\n  x_s: \"'x' * 4096 * 4096 * 4096\"\n"), "14:8", "derived.x_s: repeating a string"),
+        (
+            ("", 'derived:\n  x_l: "[1] * 4000 + [2] * 4000 + [1] * 4000 * 16"\n'),
+            "14:8",
+            "derived.x_l: joining makes more than 65536",
+        ),
+        (
+            ("  walltime: 10m\n", f"  walltime: 10m\n  runs_per_job: {HUGE}\n"),
+            "9:17",
+            "a number written with 5,000",
+        ),
+        (("to: 4KiB", "to: 1.0e+30"), "12:10", "fixed.sizes: size 1e+30 bytes is larger than 1 EiB"),
+        (
+            ("  algorithms: [gloo, reference]\n", "  algorithms: [gloo, reference, gloo]\n"),
+            "10:33",
+            "sweep.algorithms[2]: duplicate runs",
+        ),
+        (
+            ("", "exclude:\n  - 'nodes == 1'\n"),
+            "14:3",
+            "exclude: the sweep is empty: all 2 points are excluded",
+        ),
+    ],
+    ids=[
+        "range",
+        "cross-product",
+        "power",
+        "digits",
+        "string-repeat",
+        "list-growth",
+        "yaml-number",
+        "size",
+        "duplicate",
+        "exclude-all",
+    ],
+)
+def test_work_limits_and_sweep_errors_name_file_line_and_key(tmp_path, capsys, change, where, message):
+    """Small input, unbounded work: each limit is a clear error at its line, found in well under a
+    second, before anything is planned; and the sweep-level errors name their line too."""
+    import time
+
+    from study.cli import main
+
+    old, new = change
+    text = BASE.replace(old, new, 1) if old else BASE + new
+    path = tmp_path / "limits.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 5
+    assert f"{path}:{where}: {message}" in err, err
+    assert "Traceback" not in err and len(err) < 2000
