@@ -198,6 +198,11 @@ def system_for(experiment: Any, override: str | None = None) -> System:
     try:
         return load_system(experiment.system)
     except InputError as exc:
+        if exc.file is not None and exc.line is None and exc.file == str(experiment.system):
+            # a path that names no file: the mistake is on the experiment's line, not in a file
+            raise experiment.positions.error(
+                ("system",), f"no such system file {experiment.system}"
+            ) from None
         if exc.file is not None or not experiment.system:
             raise
         text = str(exc)

@@ -126,11 +126,19 @@ def load_yaml(path: str | Path, text: str | None = None) -> tuple[Any, Positions
     file = str(path)
     if text is None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            data = Path(path).read_bytes()
         except FileNotFoundError:
             raise InputError("no such file", file=file) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read: {exc}", file=file) from None
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror or exc}", file=file) from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise InputError(
+                f"not UTF-8 text: byte 0x{data[exc.start]:02x} {exc.reason}", file=file, line=line, col=col
+            ) from None
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
