@@ -96,6 +96,7 @@ class State:
         self.workspace = Path(workspace)
         self.path = self.workspace / STATE_FILE
         self.read_only = self.path.exists() and (read_only or read_only_folder(self.workspace))
+        self.why_read_only = "on a read-only file system" if self.read_only and not read_only else ""
         try:
             if self.read_only:
                 self.db = _connect_read_only(self.path)
@@ -111,7 +112,15 @@ class State:
                     self.db.execute(statement)
                 self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         except (sqlite3.Error, OSError) as exc:
-            raise StudyError(f"cannot open the state store {self.path}: {exc}") from exc
+            if self.read_only or not self.path.exists():
+                raise StudyError(f"cannot open the state store {self.path}: {exc}") from exc
+            # It exists but cannot be written now (a full disk): read what it holds, change nothing.
+            try:
+                self.db = _connect_read_only(self.path)
+            except sqlite3.Error:
+                raise StudyError(f"cannot open the state store {self.path}: {exc}") from exc
+            self.read_only = True
+            self.why_read_only = f"not writable now ({exc}{_full_disk_note(self.workspace)})"
 
     def __enter__(self) -> State:
         return self
@@ -129,8 +138,8 @@ class State:
         A store that cannot be written (a read-only or full file system) raises StudyError naming it."""
         if self.read_only:
             raise StudyError(
-                f"the workspace {self.workspace} is on a read-only file system: its state store cannot "
-                "record anything (status and collect --no-refresh still read it)"
+                f"the state store of {self.workspace} is {self.why_read_only or 'opened read-only'}: it "
+                "cannot record anything (status and collect --no-refresh still read it)"
             )
         try:
             self.db.execute("BEGIN IMMEDIATE")
@@ -277,6 +286,14 @@ def read_only_folder(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
     except OSError:
         return False
+
+
+def _full_disk_note(folder: Path) -> str:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return ""
+    return f"; the disk holding {folder} is full" if stats.f_bavail * stats.f_frsize < (1 << 20) else ""
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -64,29 +64,12 @@ def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_collected(make_works
     disk.mkdir()
     undo = tmpfs_or_skip(disk, size="4m")
     try:
-        ws = make_workspace({"a": "ok", "b": "ok"})
-        # the workspace moves onto the small disk (rendered again there, so its paths are its own)
-        moved = disk / "ws"
-        subprocess.run(["cp", "-a", str(ws), str(moved)], check=True)
-        plan = json.loads((moved / "plan.json").read_text())
-        plan["workspace"] = str(moved)
-        for run in plan["runs"]:
-            run["command"] = run["command"].replace(str(ws), str(moved))
-        (moved / "plan.json").write_text(json.dumps(plan))
-        from study.render import render_jobs
-
-        render_jobs(moved, [r["run_id"] for r in plan["runs"]], "t")
+        moved = _on_small_disk(make_workspace, disk, {"a": "ok", "b": "ok"})
         out = _study("run", str(moved), "--poll", "0.2")
         assert out.returncode == 0, out.stdout + out.stderr
         dataset = (moved / "dataset.csv").read_bytes()
         ballast = moved / "ballast"
-        with open(ballast, "wb") as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * 65536)
-                    fh.flush()
-            except OSError:
-                pass
+        _fill(ballast)
         for args in (("collect", str(moved), "--no-refresh"), ("status", str(moved))):
             out = _study(*args)
             assert out.returncode in (0, 1) and "Traceback" not in out.stderr, (args, out.stderr)
@@ -100,3 +83,72 @@ def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_collected(make_works
         assert not [p for p in moved.iterdir() if ".tmp" in p.name]
     finally:
         undo()
+
+
+def _on_small_disk(make_workspace, disk: Path, behaviors: dict[str, str]) -> Path:
+    """A workspace made by make_workspace, copied onto `disk` and pointed at its new folder."""
+    ws = make_workspace(behaviors)
+    moved = disk / "ws"
+    subprocess.run(["cp", "-a", str(ws), str(moved)], check=True)
+    plan = json.loads((moved / "plan.json").read_text())
+    plan["workspace"] = str(moved)
+    for run in plan["runs"]:
+        run["command"] = run["command"].replace(str(ws), str(moved))
+    (moved / "plan.json").write_text(json.dumps(plan))
+    for script in (moved / "jobs").glob("*.sh"):
+        script.write_text(script.read_text().replace(str(ws), str(moved)))
+    return moved
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to `path` until the disk refuses (unbuffered: closing flushes nothing)."""
+    with open(path, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_disk_that_fills_while_a_local_job_runs_fails_it_with_the_reason(make_workspace, tmp_path) -> None:
+    """The job cannot write its results, its exit record or its runner's final state: the run is
+    failed with a reason that says the disk is full, not left running or failed without a word."""
+    import time
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    undo = tmpfs_or_skip(disk, size="4m")
+    try:
+        ws = _on_small_disk(make_workspace, disk, {"slow": "sleep:4"})
+        assert _study("submit", str(ws)).returncode == 0
+        deadline = time.monotonic() + 30
+        while not (ws / "runs" / "slow" / "attempt-1" / "start.json").exists():
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.1)
+        _fill(ws / "ballast")
+        jobs = list((ws / ".local" / "jobs").iterdir())
+        assert len(jobs) == 1, jobs
+        job = jobs[0]
+        runner = json.loads((job / "state.json").read_text())["runner_pid"]
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{runner}").exists() and "Z" not in _proc_state(runner):
+            assert time.monotonic() < deadline, "the runner did not end"
+            time.sleep(0.2)
+        full = _study("status", str(ws))
+        assert "Traceback" not in full.stderr and "the disk holding" in full.stderr, full.stderr
+        (ws / "ballast").unlink()
+        out = _study("status", str(ws), "--json")
+        (run,) = json.loads(out.stdout)["runs"]
+        assert run["status"] == "failed" and "runner" in run["reason"], run
+        assert "full" in run["reason"] or "No space left" in run["reason"], run
+        assert _study("rerun", str(ws), "--failed").returncode == 0
+    finally:
+        subprocess.run(["pkill", "-f", str(disk)], check=False)
+        undo()
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except OSError:
+        return "Z"

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
     with open_session(workspace) as session:
         if session.state.read_only:
             print(
-                f"warning: {workspace} is on a read-only file system: showing the states last "
-                "recorded, without asking the scheduler",
+                f"warning: the state store of {workspace} is {session.state.why_read_only}: showing "
+                "the states last recorded, without asking the scheduler",
                 file=sys.stderr,
             )
             counts = run_counts(session.state)

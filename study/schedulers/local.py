@@ -235,7 +235,7 @@ def _runner_clue(folder: Path) -> str:
             return f"runner.log is empty and the disk holding {folder} is full"
     except OSError:
         pass
-    return f"runner.log in {folder} is empty"
+    return f"runner.log in {folder} is empty (it could not write it: a full or read-only disk?)"
 
 
 def _runner_started(folder: Path) -> bool:
@@ -364,7 +364,10 @@ def main(folder: Path) -> int:
     try:
         return run_job(folder)
     except OSError as exc:
-        print(f"study local runner: {exc}", file=sys.stderr, flush=True)
+        try:
+            print(f"study local runner: {exc}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
         try:
             _write_json(
                 folder / "state.json",
