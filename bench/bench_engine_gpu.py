@@ -28,9 +28,10 @@ from typing import Any
 import torch
 
 from engine.config import PRESETS
-from engine.generate import Engine, random_prompts
+from engine.generate import Engine
 from engine.parallel import make_parallel
 from engine.timers import Timers
+from engine.workload import random_prompts
 
 READ_TBPS = 4.26  # read-only pass measured on this H200 (GPU.md); `ceilings` measures it again
 

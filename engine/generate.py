@@ -161,9 +161,3 @@ class Engine:
         if lay.is_last:
             gen.tokens = torch.stack([torch.cat(row) for row in out_tokens], dim=1)
         return gen
-
-
-def random_prompts(batch_size: int, prompt_len: int, vocab_size: int, seed: int) -> torch.Tensor:
-    """Prompt token ids drawn on the CPU from `seed`, so every rank and every device sees the same ones."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, vocab_size, (batch_size, prompt_len), generator=gen)

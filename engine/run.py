@@ -20,6 +20,7 @@ from engine.config import (
     resolve_model,
     validate,
 )
+from engine.workload import percentile
 from study import results as study_results
 
 
@@ -121,16 +122,6 @@ def to_config(ns: argparse.Namespace) -> RunConfig:
     )
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default) without needing numpy."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     from collectives.launch import detect_launch
@@ -189,9 +180,10 @@ def run(
     import torch.distributed as dist
 
     from collectives.launch import gather_hosts, init_distributed, runtime_versions
-    from engine.generate import DTYPES, Engine, random_prompts
+    from engine.generate import DTYPES, Engine
     from engine.parallel import make_parallel
     from engine.timers import Timers, literal_tree
+    from engine.workload import random_prompts
 
     device_type = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda" and not torch.cuda.is_available():

@@ -125,6 +125,11 @@ def size_range(value: Mapping[str, Any]) -> dict[str, int]:
     return {"from": low, "to": high, "factor": factor}
 
 
+# Inference engines an experiment can sweep: the bundled one (engine.run) and the external ones with a
+# runner in engine/external/ (docs/engines.md).
+ENGINES = ("bundled", "vllm")
+# Bundled-engine parameters an external engine cannot honour: naming one for it is a validation error.
+BUNDLED_ONLY = ("decode_kernels", "micro_batches", "compile", "breakdown", "virtual_gpus_per_node")
 # The backends of collectives.api (BACKENDS there); study never imports the payload, so they are listed here.
 ALLREDUCE_CHOICES = (
     "nccl",
@@ -146,13 +151,15 @@ DTYPES = ("bf16", "fp16", "fp32")
 # name -> checker, per kind; `required` are the payload's mandatory flags that have no default.
 PARAMETERS: dict[str, dict[str, Checker]] = {
     "inference": {
+        "engine": _one_of(*ENGINES),
         "model": _text,
         "tp": _int_at_least(1),
         "pp": _int_at_least(1),
         "batch_size": _int_at_least(1),
         "prompt_len": _int_at_least(1),
         "decode_len": _int_at_least(1),
-        "allreduce": _one_of(*ALLREDUCE_CHOICES),
+        # `native`: the engine's own choice (the bundled engine: its process group's backend)
+        "allreduce": _one_of(*ALLREDUCE_CHOICES, "native"),
         "micro_batches": _int_at_least(1),
         "compile": _boolean,
         "cuda_graphs": _boolean,
@@ -163,6 +170,7 @@ PARAMETERS: dict[str, dict[str, Checker]] = {
         "seed": _int_at_least(0),
         "warmup": _int_at_least(0),
         "virtual_gpus_per_node": _int_at_least(1),
+        "save_tokens": _boolean,
     },
     "collective": {
         "algorithms": _algorithm_list,

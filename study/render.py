@@ -33,7 +33,7 @@ import yaml
 from study.config import Experiment, directive_problem, load_experiment
 from study.errors import InputError, StudyError
 from study.sweep import Run, canonical_json, expand
-from study.systems import System, load_system, resolve_account, system_for
+from study.systems import ExternalEngine, System, load_system, resolve_account, system_for
 from study.units import format_walltime
 
 PLAN_SCHEMA = "study.plan/1"
@@ -256,6 +256,7 @@ class _Context:
         return {
             "command": env.get_template(f"commands/{self.experiment.kind}.j2"),
             "launcher": env.get_template(f"launchers/{self.system.launcher}.j2"),
+            "engine": env.get_template("launchers/engine.j2"),
             "script": env.get_template(f"{self.system.scheduler}.sh.j2"),
         }
 
@@ -292,8 +293,11 @@ def render_command(run: Run | PlanRun, ctx: _Context, params_json: str | None = 
         return cached
     common = {"p": dict(run.params), "device": "cuda" if ctx.system.has_gpus else "cpu"}
     payload = Shell(ctx.templates["command"].render(common).strip())
-    parts = _launcher_parts(run, ctx) if payload else None
-    if parts is not None:
+    engine = run.params.get("engine", "bundled") if ctx.experiment.kind == "inference" else "bundled"
+    parts = _launcher_parts(run, ctx) if payload and engine == "bundled" else None
+    if engine != "bundled":
+        command = Shell(ctx.templates["engine"].render(_engine_values(run, ctx, payload, engine)).strip())
+    elif parts is not None:
         command = Shell(parts[0] + payload + parts[1])
     else:
         command = Shell(ctx.templates["launcher"].render(_launcher_values(run, ctx, payload)).strip())
@@ -309,6 +313,24 @@ def _launcher_values(run: Run | PlanRun, ctx: _Context, payload: Shell) -> dict[
         "python": ctx.python,
         "payload": payload,
         "scheduler": ctx.system.scheduler,
+    }
+
+
+def _engine_values(run: Run | PlanRun, ctx: _Context, payload: Shell, engine: str) -> dict[str, Any]:
+    """An external engine's launcher values: its Python ($STUDY_<ENGINE>_PYTHON at render time, else
+    the system file's, a relative path taken from the project root), modules, environment."""
+    spec = ctx.system.engines.get(engine) or ExternalEngine()
+    python = os.environ.get(f"STUDY_{engine.upper()}_PYTHON") or spec.python
+    if "/" in python and not os.path.isabs(python):
+        python = str(REPO_ROOT / python)
+    return {
+        **_launcher_values(run, ctx, payload),
+        "engine": {
+            "python": python,
+            "modules": spec.modules,
+            "env": sorted((k, _env_text(v)) for k, v in spec.env.items()),
+            "launcher_options": spec.launcher_options,
+        },
     }
 
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.config import Experiment, checker_for
+from study.config import BUNDLED_ONLY, Experiment, checker_for
 from study.expr import ExprError
 from study.systems import System
 from study.yamlpos import Positions
@@ -147,8 +147,30 @@ def _duplicated_axis(compiled: Any) -> tuple[str | int, ...]:
     return ("sweep",)
 
 
+def _check_engine(values: dict[str, Any], sources: dict, pos: Positions) -> None:
+    """An external engine gets only what it can honour: our all-reduce backends, decode kernels,
+    micro-batches, compilation switches and timers are the bundled engine's."""
+    engine = values.get("engine", "bundled")
+    if engine == "bundled":
+        return
+    for key in BUNDLED_ONLY:
+        if key in values:
+            raise pos.error(
+                sources.get(key, ("kind",)),
+                f"`{key}` is a parameter of the bundled engine; engine {engine} cannot honour it",
+                hint="zip it with `engine`, or exclude the combination",
+            )
+    if values.get("allreduce", "native") != "native":
+        raise pos.error(
+            sources.get("allreduce", ("kind",)),
+            f"engine {engine} uses its own all-reduce, not `{values['allreduce']}`: write `native` for it",
+            hint="e.g. zip: {engine: [bundled, vllm], allreduce: [nccl, native]}",
+        )
+
+
 def _apply_kind_defaults(kind: str, values: dict[str, Any], sources: dict, pos: Positions) -> None:
     if kind == "inference":
+        _check_engine(values, sources, pos)
         pp = values.setdefault("pp", 1)
         if "tp" not in values:
             if values["world_size"] % pp:

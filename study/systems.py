@@ -15,7 +15,14 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from study.config import DIRECTIVE_FIELDS, ENV_NAME_RE, StrictModel, directive_field, validate_model
+from study.config import (
+    DIRECTIVE_FIELDS,
+    ENGINES,
+    ENV_NAME_RE,
+    StrictModel,
+    directive_field,
+    validate_model,
+)
 from study.errors import InputError
 from study.yamlpos import load_yaml, suggest
 
@@ -102,6 +109,23 @@ class CostModel(StrictModel):
         return self
 
 
+EXTERNAL_ENGINES = tuple(e for e in ENGINES if e != "bundled")
+
+
+class ExternalEngine(StrictModel):
+    """How a site runs an external engine (docs/engines.md): its own Python (a venv or a module's),
+    what to load and export before it, and options for the launcher that starts it on every node."""
+
+    python: str = Field(
+        default="python3",
+        description="its interpreter; a relative path is relative to the project (make vllm puts "
+        "one at .venv-vllm/bin/python); $STUDY_<ENGINE>_PYTHON at render time wins",
+    )
+    modules: list[str] = Field(default_factory=list)
+    env: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    launcher_options: list[str] = Field(default_factory=list)
+
+
 class System(StrictModel):
     """A machine: how to get nodes (scheduler), start ranks (launcher) and what the hardware is."""
 
@@ -124,6 +148,7 @@ class System(StrictModel):
     python: str | None = Field(default="python3", description="null: the Python that runs `study`")
     sources: dict[str, str] = Field(default_factory=dict)
     cost_model: CostModel | None = None
+    engines: dict[Literal[EXTERNAL_ENGINES], ExternalEngine] = Field(default_factory=dict)  # type: ignore[valid-type]
 
     _path: str = PrivateAttr(default="<memory>")
 

@@ -97,8 +97,9 @@ def check_matvec(dtype: str, rows: int, n: int, k: int, kind: str) -> dict:
 def check_engine(batch: int, prompt: int, decode: int) -> dict:
     """Greedy tokens and logits of the tiny model with each --decode-kernels choice against `torch`."""
     from engine.config import PRESETS
-    from engine.generate import Engine, random_prompts
+    from engine.generate import Engine
     from engine.parallel import make_parallel
+    from engine.workload import random_prompts
 
     args = PRESETS["tiny"]
     prompts = random_prompts(batch, prompt, args.vocab_size, seed=3)
@@ -124,8 +125,9 @@ def _parallel_worker(rank: int, world: int, port: int, queue) -> None:  # noqa: 
     import torch.distributed as dist
 
     from engine.config import PRESETS
-    from engine.generate import Engine, random_prompts
+    from engine.generate import Engine
     from engine.parallel import make_parallel
+    from engine.workload import random_prompts
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)

@@ -28,9 +28,10 @@ from engine.config import (
     stage_layers,
     validate,
 )
-from engine.generate import Engine, random_prompts
+from engine.generate import Engine
 from engine.model import StageModel
 from engine.parallel import Layout, Parallel, make_parallel, shard_of
+from engine.workload import random_prompts
 from study.results import read_result
 
 ROOT = Path(__file__).resolve().parents[1]
