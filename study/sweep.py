@@ -85,6 +85,9 @@ def expand(experiment: Experiment, system: System) -> list[Run]:
                 result = expression.evaluate(values)
             except ExprError as exc:
                 raise pos.error(("derived", name), f"{exc} (with {_describe(values)})") from None
+            if result is None:  # `null`: this point leaves the value unset (the payload's default)
+                values.pop(name, None)
+                continue
             checker = checkers[name]
             if checker is not None:
                 try:

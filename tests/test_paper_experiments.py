@@ -22,6 +22,7 @@ TARGETS = {
     "nvrar-vs-nccl.yaml": ["perlmutter", "polaris", "generic-ib"],
     "e2e-405b-nvrar.yaml": ["perlmutter"],
     "interconnect-comparison.yaml": ["vista"],
+    "engines-70b.yaml": ["perlmutter", "polaris"],
 }
 CASES = [(name, system) for name, systems in TARGETS.items() for system in systems]
 
@@ -48,6 +49,7 @@ def test_paper_experiment_renders(name, system, tmp_path):
     if experiment.kind == "inference":
         for run in plan.runs:
             assert run.params["tp"] * run.params["pp"] == run.world_size
-            assert "-m engine.run" in run.command
+            engine = run.params.get("engine", "bundled")
+            assert ("-m engine.run" if engine == "bundled" else f"-m engine.external.{engine}") in run.command
     else:
         assert all("-m collectives.bench" in run.command for run in plan.runs)

@@ -492,3 +492,70 @@ def test_plan_with_keys_from_a_newer_writer_still_loads(tmp_path):
     data["jobs"][0]["added_later"] = 2
     (ws / "plan.json").write_text(json.dumps(data))
     assert load_plan(ws) == plan
+
+
+VLLM = """\
+version: 1
+name: golden-vllm
+kind: inference
+resources: {walltime: 30m}
+sweep:
+  zip:
+    nodes: [2, 4, 2]
+    tp: [8, 16, 4]
+    pp: [1, 1, 2]
+fixed:
+  engine: vllm
+  allreduce: native
+  model: llama3.1-70b
+  batch_size: 16
+  prompt_len: 1024
+  decode_len: 128
+  dtype: bf16
+  seed: 7
+"""
+
+
+@pytest.mark.parametrize("system_name", ["perlmutter", "polaris"])
+def test_golden_vllm_scripts(tmp_path, system_name):
+    """vLLM over nodes: TP 8 on 2 nodes, TP 16 on 4, TP 4 x PP 2 on 2. One launcher line per run (one
+    process per node, the system's vLLM interpreter and environment) and the first job script."""
+    system = load_system(system_name)
+    experiment = load_experiment(experiment_file(tmp_path, VLLM.replace("{", "{{").replace("}", "}}")))
+    plan, scripts = build_plan(experiment, system, WS, "acct0")
+    for rel, text in scripts.items():
+        path = tmp_path / Path(rel).name
+        path.write_text(text)
+        check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    lines = "".join(f"{r.nodes} tp={r.params['tp']} pp={r.params['pp']} {r.command}\n" for r in plan.runs)
+    assert all("-m engine.external.vllm" in r.command for r in plan.runs)
+    assert all(f"-n {r.nodes} --ppn 1" in r.command or f"--ntasks={r.nodes} " in r.command for r in plan.runs)
+    for golden, text in (
+        (GOLDEN / f"vllm-{system_name}.txt", _normalize(lines)),
+        (GOLDEN / f"vllm-{system_name}.sh", _normalize(scripts[plan.jobs[0].script])),
+    ):
+        if os.environ.get("UPDATE_GOLDEN") == "1":
+            golden.write_text(text)
+        assert golden.exists(), f"{golden} missing: run with UPDATE_GOLDEN=1 once and review it"
+        assert text == golden.read_text()
+
+
+def test_vllm_refuses_what_only_the_bundled_engine_honours(tmp_path, capsys):
+    from study.cli import main
+
+    for change, where, message in (
+        ("  seed: 7\n  micro_batches: 2\n", "micro_batches", "`micro_batches` is a parameter of the bundled"),
+        ("  seed: 7\n  decode_kernels: fused\n", "decode_kernels", "`decode_kernels` is a parameter"),
+        (None, "allreduce", "engine vllm uses its own all-reduce, not `nvrar`: write `native`"),
+    ):
+        text = (
+            VLLM.replace("  seed: 7\n", change)
+            if change
+            else VLLM.replace("allreduce: native", "allreduce: nvrar")
+        )
+        path = tmp_path / f"{where}.yaml"
+        path.write_text(text)
+        assert main(["validate", str(path), "--system", "perlmutter"]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}:" in err and f"fixed.{where}: {message}" in err, err

@@ -63,7 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the prompts and of dummy weights")
     p.add_argument("--warmup", type=int, default=1, help="untimed passes first")
     p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node (vLLM's workers per node)")
-    p.add_argument("--master-port", type=int, default=29511, help="multi-node: vLLM's torch.distributed port")
+    p.add_argument(
+        "--master-port",
+        type=int,
+        help="multi-node: vLLM's torch.distributed port (default: the job's $MASTER_PORT + 1)",
+    )
     p.add_argument("--tokens-out", help="write the generated token ids here, one sequence a line")
     p.add_argument("--results", help="results.json path (default: $STUDY_RESULTS, else ./results.json)")
     return p
@@ -150,7 +154,7 @@ def engine_kwargs(ns: argparse.Namespace, folder: str, load_format: str, nodes: 
             nnodes=nodes,
             node_rank=node_rank,
             master_addr=os.environ.get("MASTER_ADDR", "127.0.0.1"),
-            master_port=ns.master_port,
+            master_port=ns.master_port or int(os.environ.get("MASTER_PORT", "29500")) + 1,
         )
     return kwargs
 

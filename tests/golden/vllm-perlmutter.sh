@@ -1,0 +1,94 @@
+#!/bin/bash
+#SBATCH --job-name=golden-vllm-73c727
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=4
+#SBATCH --gpus-per-node=4
+#SBATCH --cpus-per-task=32
+#SBATCH --time=00:30:00
+#SBATCH --account=acct0
+#SBATCH --qos=regular
+#SBATCH --constraint=gpu
+#SBATCH --comment=study:ba8b4a8abfb3
+#SBATCH --output=/golden/workspace/jobs/golden-vllm-73c727.%j.out
+# study job golden-vllm-73c727: 1 run(s) of experiment golden-vllm on perlmutter.
+# Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
+# Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
+# and exit.json (through a temporary file and mv) when it ends: start.json without exit.json means the
+# job was killed during that run. A failing run does not stop the runs after it; the job exits 1 if any failed.
+
+STUDY_WORKSPACE=/golden/workspace
+STUDY_JOB=golden-vllm-73c727
+export STUDY_WORKSPACE STUDY_JOB
+STUDY_SCHEDULER_JOB_ID=${SLURM_JOB_ID:-}
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
+study_job_number=${STUDY_SCHEDULER_JOB_ID//[^0-9]/}
+MASTER_PORT=$(( 20000 + 10#${study_job_number:-$$} % 20000 ))
+export MASTER_ADDR MASTER_PORT STUDY_SCHEDULER_JOB_ID
+if [ -n "$STUDY_SCHEDULER_JOB_ID" ]; then study_job_json="\"$STUDY_SCHEDULER_JOB_ID\""; else study_job_json=null; fi
+
+module load pytorch
+
+export PYTHONPATH=@REPO@"${PYTHONPATH:+:$PYTHONPATH}"
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+export FI_CXI_OFLOW_BUF_COUNT=10
+export FI_CXI_OFLOW_BUF_SIZE=1073741824
+export FI_CXI_RDZV_GET_MIN=0
+export FI_CXI_RDZV_THRESHOLD=0
+export FI_CXI_RX_MATCH_MODE=hybrid
+export FI_PROVIDER=cxi
+export NCCL_CROSS_NIC=1
+export NCCL_CUMEM_ENABLE=0
+export NCCL_GRAPH_MIXING_SUPPORT=0
+export NCCL_NET='AWS Libfabric'
+export NCCL_NET_GDR_LEVEL=PHB
+export NCCL_SOCKET_IFNAME=hsn
+export NVSHMEM_BOOTSTRAP_UID_SOCK_IFNAME=hsn0
+export NVSHMEM_DISABLE_CUDA_VMM=1
+export NVSHMEM_REMOTE_TRANSPORT=libfabric
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+
+study_failed=0
+study_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+study_begin() {  # run_id params_json: take the next attempt folder and record the start
+  local run_dir="$STUDY_WORKSPACE/runs/$1" k=1
+  mkdir -p "$run_dir" || return 1
+  until mkdir "$run_dir/attempt-$k" 2>/dev/null; do
+    k=$((k + 1))
+    [ "$k" -le 10000 ] || return 1
+  done
+  STUDY_RUN_ID=$1
+  STUDY_PARAMS=$2
+  STUDY_ATTEMPT=$k
+  STUDY_ATTEMPT_DIR="$run_dir/attempt-$k"
+  STUDY_RESULTS="$STUDY_ATTEMPT_DIR/results.json"
+  STUDY_START=$(study_now)
+  export STUDY_RUN_ID STUDY_PARAMS STUDY_ATTEMPT STUDY_ATTEMPT_DIR STUDY_RESULTS
+  printf '{"run_id": "%s", "attempt": %d, "job": "%s", "scheduler_job_id": %s, "host": "%s", "start": "%s"}\n' \
+    "$STUDY_RUN_ID" "$k" "$STUDY_JOB" "$study_job_json" "$(hostname)" "$STUDY_START" \
+    > "$STUDY_ATTEMPT_DIR/start.json.tmp" && mv -f "$STUDY_ATTEMPT_DIR/start.json.tmp" "$STUDY_ATTEMPT_DIR/start.json"
+  echo "study: start $STUDY_RUN_ID attempt $k at $STUDY_START"
+}
+
+study_end() {  # exit_code: record how the run ended
+  local rc=$1 end
+  end=$(study_now)
+  printf '{"exit_code": %d, "start": "%s", "end": "%s", "host": "%s", "scheduler_job_id": %s}\n' \
+    "$rc" "$STUDY_START" "$end" "$(hostname)" "$study_job_json" \
+    > "$STUDY_ATTEMPT_DIR/exit.json.tmp" && mv -f "$STUDY_ATTEMPT_DIR/exit.json.tmp" "$STUDY_ATTEMPT_DIR/exit.json"
+  echo "study: end $STUDY_RUN_ID attempt $STUDY_ATTEMPT exit $rc at $end"
+  [ "$rc" -eq 0 ] || study_failed=$((study_failed + 1))
+}
+
+# run 1 of 1: ba8b4a8abfb3 (repeat 0)
+if study_begin ba8b4a8abfb3 '{"allreduce":"native","batch_size":16,"decode_len":128,"dtype":"bf16","engine":"vllm","gpus_per_node":4,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":8,"world_size":8}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec env GLOO_SOCKET_IFNAME=hsn0 VLLM_WORKER_MULTIPROC_METHOD=spawn srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=128 python -m engine.external.vllm --model llama3.1-70b --tp 8 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --dtype bf16 --device cuda --seed 7 --gpus-per-node 4 --results "$STUDY_RESULTS" ) \
+    > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
+  study_end $?
+else
+  echo "study: cannot make an attempt folder for ba8b4a8abfb3" >&2
+  study_failed=$((study_failed + 1))
+fi
+
+echo "study: job $STUDY_JOB done, $study_failed of 1 run(s) failed"
+[ "$study_failed" -eq 0 ]

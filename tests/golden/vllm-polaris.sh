@@ -1,0 +1,84 @@
+#!/bin/bash
+#PBS -N golden-vllm-73c727
+#PBS -l select=2:ncpus=32:ngpus=4:mpiprocs=4
+#PBS -l place=scatter
+#PBS -l walltime=00:30:00
+#PBS -A acct0
+#PBS -q prod
+#PBS -l filesystems=home:eagle
+#PBS -j oe
+#PBS -o /golden/workspace/jobs/golden-vllm-73c727.out
+# study:ba8b4a8abfb3
+# study job golden-vllm-73c727: 1 run(s) of experiment golden-vllm on polaris.
+# Rendered by `study render`; edit the experiment or the templates in jobs/templates, not this file.
+# Each run takes runs/<run_id>/attempt-<k>/ with an atomic mkdir, writes start.json when it starts
+# and exit.json (through a temporary file and mv) when it ends: start.json without exit.json means the
+# job was killed during that run. A failing run does not stop the runs after it; the job exits 1 if any failed.
+
+STUDY_WORKSPACE=/golden/workspace
+STUDY_JOB=golden-vllm-73c727
+export STUDY_WORKSPACE STUDY_JOB
+STUDY_SCHEDULER_JOB_ID=${PBS_JOBID:-}
+MASTER_ADDR=$(head -n1 "$PBS_NODEFILE")
+cd "${PBS_O_WORKDIR:-$STUDY_WORKSPACE}" || exit 1
+study_job_number=${STUDY_SCHEDULER_JOB_ID//[^0-9]/}
+MASTER_PORT=$(( 20000 + 10#${study_job_number:-$$} % 20000 ))
+export MASTER_ADDR MASTER_PORT STUDY_SCHEDULER_JOB_ID
+if [ -n "$STUDY_SCHEDULER_JOB_ID" ]; then study_job_json="\"$STUDY_SCHEDULER_JOB_ID\""; else study_job_json=null; fi
+
+module load conda
+
+export PYTHONPATH=@REPO@"${PYTHONPATH:+:$PYTHONPATH}"
+export FI_CXI_DEFAULT_CQ_SIZE=131072
+export FI_CXI_DISABLE_HOST_REGISTER=1
+export FI_MR_CACHE_MONITOR=userfaultfd
+export NCCL_COLLNET_ENABLE=1
+export NCCL_CROSS_NIC=1
+export NCCL_NET='AWS Libfabric'
+export NCCL_NET_GDR_LEVEL=PHB
+
+study_failed=0
+study_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+study_begin() {  # run_id params_json: take the next attempt folder and record the start
+  local run_dir="$STUDY_WORKSPACE/runs/$1" k=1
+  mkdir -p "$run_dir" || return 1
+  until mkdir "$run_dir/attempt-$k" 2>/dev/null; do
+    k=$((k + 1))
+    [ "$k" -le 10000 ] || return 1
+  done
+  STUDY_RUN_ID=$1
+  STUDY_PARAMS=$2
+  STUDY_ATTEMPT=$k
+  STUDY_ATTEMPT_DIR="$run_dir/attempt-$k"
+  STUDY_RESULTS="$STUDY_ATTEMPT_DIR/results.json"
+  STUDY_START=$(study_now)
+  export STUDY_RUN_ID STUDY_PARAMS STUDY_ATTEMPT STUDY_ATTEMPT_DIR STUDY_RESULTS
+  printf '{"run_id": "%s", "attempt": %d, "job": "%s", "scheduler_job_id": %s, "host": "%s", "start": "%s"}\n' \
+    "$STUDY_RUN_ID" "$k" "$STUDY_JOB" "$study_job_json" "$(hostname)" "$STUDY_START" \
+    > "$STUDY_ATTEMPT_DIR/start.json.tmp" && mv -f "$STUDY_ATTEMPT_DIR/start.json.tmp" "$STUDY_ATTEMPT_DIR/start.json"
+  echo "study: start $STUDY_RUN_ID attempt $k at $STUDY_START"
+}
+
+study_end() {  # exit_code: record how the run ended
+  local rc=$1 end
+  end=$(study_now)
+  printf '{"exit_code": %d, "start": "%s", "end": "%s", "host": "%s", "scheduler_job_id": %s}\n' \
+    "$rc" "$STUDY_START" "$end" "$(hostname)" "$study_job_json" \
+    > "$STUDY_ATTEMPT_DIR/exit.json.tmp" && mv -f "$STUDY_ATTEMPT_DIR/exit.json.tmp" "$STUDY_ATTEMPT_DIR/exit.json"
+  echo "study: end $STUDY_RUN_ID attempt $STUDY_ATTEMPT exit $rc at $end"
+  [ "$rc" -eq 0 ] || study_failed=$((study_failed + 1))
+}
+
+# run 1 of 1: ba8b4a8abfb3 (repeat 0)
+if study_begin ba8b4a8abfb3 '{"allreduce":"native","batch_size":16,"decode_len":128,"dtype":"bf16","engine":"vllm","gpus_per_node":4,"model":"llama3.1-70b","nodes":2,"pp":1,"prompt_len":1024,"seed":7,"tp":8,"world_size":8}'; then
+  ( cd "$STUDY_ATTEMPT_DIR" && exec env GLOO_SOCKET_IFNAME=hsn0 VLLM_WORKER_MULTIPROC_METHOD=spawn mpiexec -n 2 --ppn 1 python -m engine.external.vllm --model llama3.1-70b --tp 8 --pp 1 --batch-size 16 --prompt-len 1024 --decode-len 128 --dtype bf16 --device cuda --seed 7 --gpus-per-node 4 --results "$STUDY_RESULTS" ) \
+    > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
+  study_end $?
+else
+  echo "study: cannot make an attempt folder for ba8b4a8abfb3" >&2
+  study_failed=$((study_failed + 1))
+fi
+
+echo "study: job $STUDY_JOB done, $study_failed of 1 run(s) failed"
+[ "$study_failed" -eq 0 ]
