@@ -7,5 +7,5 @@ Modules: `config` (model presets, run configuration and its checks), `model` (on
 one tensor-parallel shard), `parallel` (process groups, all-reduce, point to point: every line that
 knows about other ranks), `weights` (random shard-by-shard weights, safetensors checkpoints),
 `generate` (prefill / decode schedule and greedy sampling), `timers` (CUDA-event timer tree), `run`
-(command line).
+(command line), `workload` (the prompts, shared with the runners of external engines in `external/`).
 """

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from helpers import run_study as _study
 
 from study.collect import collect_workspace
 from study.submit import open_session, rerun_failed, submit_planned, wait
@@ -177,13 +176,6 @@ def test_results_no_reader_can_parse_are_failed_with_a_reason_and_types_stay_num
         and df.loc[df.run_id == "good", "latency_us"].notna().all()
     )
     assert len(problems) == 3
-
-
-def _study(*args: str) -> subprocess.CompletedProcess[str]:
-    repo = Path(__file__).resolve().parents[1]
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args], capture_output=True, text=True, cwd=repo, timeout=120
-    )
 
 
 def test_a_result_damaged_after_its_run_was_judged_reaches_the_store_and_is_rerun(make_workspace) -> None:

@@ -4,26 +4,11 @@ them; where mount(2) is refused these tests are skipped with the reason)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
+from helpers import run_study as _study
 from mounts import read_only_or_skip, tmpfs_or_skip
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _study(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "STUDY_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def _ran(make_workspace, behaviors: dict[str, str], **kwargs) -> Path:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from helpers import run_study as _study
 from mounts import tmpfs_or_skip
 
 from study.schedulers import JobState, get_scheduler
@@ -158,17 +158,6 @@ def test_a_local_job_is_stopped_at_its_walltime(make_workspace) -> None:
     for folder in (ws / ".local" / "jobs").glob("*"):
         pid = json.loads((folder / "state.json").read_text()).get("runner_pid")
         _wait_for(lambda pid=pid: not _group_alive(pid), timeout_s=15)
-
-
-def _study(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_a_submit_killed_before_the_runner_started_fails_the_job_instead_of_waiting(make_workspace) -> None:
