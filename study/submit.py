@@ -40,9 +40,9 @@ FAULT_ENV = "STUDY_FAULT"
 COMMENT_MAX = 900
 # A job the scheduler keeps not knowing this long after submission is lost (its records were purged).
 LOST_AFTER_S = 600.0
-# Names a scheduler reports for a job whose name it does not know: slurmdbd records "allocation"
-# for a job whose name was empty when its record was written (as_mysql_job.c), which Slurm 22.05
-# does for some cancelled batch jobs; such an answer neither confirms nor contradicts our name.
+# Names a scheduler reports for a job whose name it no longer has: on our Slurm 22.05 test cluster,
+# sacct gives JobName "allocation" for a batch job cancelled while it ran (slurmdbd's word for a job
+# record without a name). Such an answer neither confirms nor contradicts our name.
 NAMELESS = ("allocation",)
 # How long `wait` lets the jobs of finished runs take to end before returning anyway.
 JOB_END_GRACE_S = 30.0

@@ -235,7 +235,7 @@ def _runner_clue(folder: Path) -> str:
             return f"runner.log is empty and the disk holding {folder} is full"
     except OSError:
         pass
-    return f"runner.log in {folder} is empty (it could not write it: a full or read-only disk?)"
+    return f"runner.log in {folder} is empty"
 
 
 def _runner_started(folder: Path) -> bool:
