@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from study.plan import load_plan_json
 from study.results import ResultError, atomic_write, flatten_timers, read_result
 from study.schedulers.base import JobState, exit_reason
 
@@ -179,24 +180,6 @@ class Collected:
             f"{c.get('ok', 0)} ok, {c.get('failed', 0)} failed, {c.get('missing', 0)} missing, "
             f"{c.get('pending', 0)} pending; {len(self.dataset)} rows, {len(self.timers)} timer rows"
         )
-
-
-def load_plan_json(workspace: Path) -> dict[str, Any]:
-    """plan.json (docs/internals.md) as plain data: the contract, whatever class render builds around it."""
-    from study.errors import InputError
-
-    path = workspace / "plan.json"
-    try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(
-            "not a workspace: plan.json is missing (render or submit it first)", file=str(workspace)
-        ) from exc
-    except ValueError as exc:
-        raise InputError(f"not JSON: {exc}", file=str(path)) from exc
-    if not isinstance(plan, dict) or plan.get("schema") != "study.plan/1":
-        raise InputError("expected 'study.plan/1'", file=str(path), key="schema")
-    return plan
 
 
 def system_columns(system_name: str | None, scheduler: str | None) -> dict[str, Any]:

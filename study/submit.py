@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from study.collect import attempt_folders, job_reason, judge_attempt, load_plan_json
+from study.collect import attempt_folders, job_reason, judge_attempt
 from study.errors import InputError, StudyError
+from study.plan import check_location, load_plan_json
 from study.schedulers.base import JobState, JobStatus, Scheduler, SchedulerError, get_scheduler
 from study.state import (
     PLANNED,
@@ -111,8 +112,6 @@ def open_session(
     """Open a rendered workspace: store + scheduler, the plan's jobs recorded, reconciled."""
     workspace = Path(workspace).resolve()
     plan = load_plan_json(workspace)
-    from study.render import check_location
-
     check_location(workspace, plan)
     options: dict[str, Any] = {}
     if plan.get("scheduler") == "local":

@@ -14,7 +14,8 @@ import pytest
 
 from study.config import load_experiment
 from study.errors import InputError
-from study.render import REPO_ROOT, build_plan, load_plan, render_jobs, render_workspace
+from study.plan import load_plan
+from study.render import REPO_ROOT, build_plan, render_jobs, render_workspace
 from study.systems import SYSTEMS_DIR, load_system
 
 GOLDEN = Path(__file__).parent / "golden"

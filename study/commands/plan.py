@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from study.config import load_experiment
-    from study.render import build_plan, default_workspace, plan_csv
+    from study.plan import plan_csv
+    from study.render import build_plan, default_workspace
     from study.systems import system_for
 
     experiment = load_experiment(args.file)

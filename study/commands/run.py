@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from study.collect import collect_workspace, load_plan_json
+    from study.collect import collect_workspace
     from study.errors import InputError
+    from study.plan import load_plan_json
     from study.progress import RunProgress
     from study.render import render_workspace
     from study.submit import cancel, counts_line, open_session, refresh, submit_planned, wait, workspace_arg
