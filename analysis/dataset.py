@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import InputError
-from study.results import SAMPLE_TYPES
+from study.results import SAMPLE_TYPES, TIMER_TABLE_COLUMNS
+from study.results import TIMER_TYPES as RESULT_TIMER_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -30,19 +31,10 @@ IDENTITY_COLUMNS: tuple[str, ...] = ("experiment", "run_id", "repeat", "kind", "
 TOPOLOGY_COLUMNS: tuple[str, ...] = ("nodes", "gpus_per_node", "world_size")
 WHERE_COLUMNS: tuple[str, ...] = ("system", "interconnect")
 REQUIRED_COLUMNS: tuple[str, ...] = IDENTITY_COLUMNS + TOPOLOGY_COLUMNS + ("system",)
-TIMER_COLUMNS: tuple[str, ...] = (
-    "experiment",
-    "run_id",
-    "repeat",
-    "path",
-    "name",
-    "type",
-    "depth",
-    "time_inc_ms",
-    "time_ms",
-    "calls",
-)
-TIMER_TYPES: frozenset[str] = frozenset({"region", "compute", "comm"})
+# The timers table's columns and node types come from the results contract (study/results.py);
+# `attempt` is optional here, so tables collected before it existed still read.
+TIMER_COLUMNS: tuple[str, ...] = tuple(c for c in TIMER_TABLE_COLUMNS if c != "attempt")
+TIMER_TYPES: frozenset[str] = frozenset(RESULT_TIMER_TYPES)
 
 # Inference metrics and collective sample keys of docs/results.md, with the unit their name carries.
 METRIC_COLUMNS: tuple[str, ...] = (

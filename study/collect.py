@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from study.plan import load_plan_json
-from study.results import ResultError, atomic_write, flatten_timers, read_result
+from study.results import TIMER_TABLE_COLUMNS, ResultError, atomic_write, flatten_timers, read_result
 from study.schedulers.base import JobState, exit_reason
 
 ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
@@ -47,19 +47,7 @@ BASE_COLUMNS = (
     "world_size",
 )
 PROVENANCE_COLUMNS = ("git_sha", "start", "end", "scheduler_job_id")
-TIMER_COLUMNS = (
-    "experiment",
-    "run_id",
-    "repeat",
-    "attempt",
-    "path",
-    "name",
-    "type",
-    "depth",
-    "time_inc_ms",
-    "time_ms",
-    "calls",
-)
+TIMER_COLUMNS = TIMER_TABLE_COLUMNS
 _JOB_REASONS = {
     JobState.TIMEOUT: "walltime exceeded (TIMEOUT)",
     JobState.OUT_OF_MEMORY: "out of memory (OUT_OF_MEMORY)",

@@ -370,6 +370,21 @@ def _validate_timer_node(node: Any, where: str, fail, depth: int = 0) -> None:
 
 # Hatchet literal timer trees (docs/results.md, "Timers").
 TIMER_TYPES = ("region", "compute", "comm")
+# The timers table `study collect` writes (docs/results.md, "The timer table"), first columns in order;
+# the run's parameters and topology follow. analysis/dataset.py reads it with these names.
+TIMER_TABLE_COLUMNS = (
+    "experiment",
+    "run_id",
+    "repeat",
+    "attempt",
+    "path",
+    "name",
+    "type",
+    "depth",
+    "time_inc_ms",
+    "time_ms",
+    "calls",
+)
 
 
 def timer_node(
