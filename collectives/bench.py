@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from collectives.api import BACKENDS, REFERENCE_SCHEDULES, AllReduce, AllReduceUnavailable, make_allreduce
+from collectives.dtypes import BENCH_DTYPES, torch_dtype
 from collectives.launch import (
     LaunchInfo,
     gather_hosts,
@@ -37,7 +38,7 @@ from collectives.launch import (
 )
 from study import results as study_results
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int32": torch.int32}
+DTYPES = {name: torch_dtype(name) for name in BENCH_DTYPES}
 DTYPE_ALIASES = {
     "float": "fp32",
     "float32": "fp32",

@@ -18,10 +18,11 @@ import torch.distributed as dist
 
 from collectives import build
 from collectives.api import AllReduce
+from collectives.dtypes import FLOAT_DTYPES, torch_dtype
 from collectives.tuning import LaunchParams, TuningTable, table_key
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+DTYPE_NAMES = {torch_dtype(name): name for name in FLOAT_DTYPES}
 PROTOCOL_CODES = {"ll": 0, "simple": 1}
 PHASES = {
     1: "intra-node reduce-scatter",

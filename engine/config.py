@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from collectives.dtypes import FLOAT_DTYPES
+
 
 class ConfigError(ValueError):
     """Bad input: `key` names the argument or the file and key; the command line exits with code 2."""
@@ -142,7 +144,7 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results"}
 
 
-DTYPES = ("bf16", "fp16", "fp32")
+DTYPES = FLOAT_DTYPES
 DECODE_KERNELS = ("auto", "torch", "attention", "fused")
 
 

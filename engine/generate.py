@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from collectives.dtypes import FLOAT_DTYPES, torch_dtype
 from engine.config import ModelArgs, cache_len, choose_decode_kernels, stage_layers
 from engine.model import StageModel
 from engine.parallel import Parallel, shard_of
 from engine.timers import Timers
 from engine.weights import load_weights
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPES = {name: torch_dtype(name) for name in FLOAT_DTYPES}
 
 
 @dataclass

@@ -12,6 +12,7 @@ import sys
 import traceback
 from typing import Any
 
+from collectives.dtypes import FLOAT_DTYPES
 from engine.config import (
     ConfigError,
     RunConfig,
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prefill-allreduce", help="prefill all-reduce (default: the process group's backend)")
     p.add_argument("--vocab-parallel", action="store_true", help="shard the LM head over TP ranks")
-    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default bf16 on GPUs, fp32 on CPUs")
+    p.add_argument("--dtype", choices=FLOAT_DTYPES, help="default bf16 on GPUs, fp32 on CPUs")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default cuda when available")
     p.add_argument(
         "--compile",

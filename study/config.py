@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from collectives.dtypes import BENCH_DTYPES, FLOAT_DTYPES
 from study.errors import InputError
 from study.expr import ExprError, Expression, compile_expr
 from study.units import parse_duration, parse_size
@@ -146,7 +147,7 @@ ALLREDUCE_CHOICES = (
 # What `python -m collectives.bench --algo` accepts (a test checks the two stay equal: study cannot
 # import the benchmark, which needs torch).
 COLLECTIVE_ALGORITHMS = (*ALLREDUCE_CHOICES, "mpi")
-DTYPES = ("bf16", "fp16", "fp32")
+DTYPES = FLOAT_DTYPES  # collectives/dtypes.py: one list for the harness and the payload
 
 # name -> checker, per kind; `required` are the payload's mandatory flags that have no default.
 PARAMETERS: dict[str, dict[str, Checker]] = {
@@ -175,7 +176,7 @@ PARAMETERS: dict[str, dict[str, Checker]] = {
     "collective": {
         "algorithms": _algorithm_list,
         "sizes": _size_or_range,
-        "dtype": _one_of(*DTYPES, "int32"),
+        "dtype": _one_of(*BENCH_DTYPES),
         "iterations": _int_at_least(1),
         "warmup": _int_at_least(0),
         "graphs": _boolean,

@@ -33,13 +33,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from collectives.dtypes import FLOAT_DTYPES, TORCH_NAMES
 from engine.config import PRESETS, ConfigError, ModelArgs, model_args_from_hf, read_prompt_file
 from engine.workload import percentile, random_prompts
 from study import results as study_results
 
 ENGINE = "vllm"
 DONE_SUFFIX = ".vllm-done"
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_DTYPES = {name: TORCH_NAMES[name] for name in FLOAT_DTYPES}  # vLLM spells them as torch does
 
 
 def build_parser() -> argparse.ArgumentParser:
