@@ -44,13 +44,11 @@ def _facets(count: int):
 
 
 def _size_axis(ax, sizes) -> None:
-    """Log2 size axis ticked at the sizes plotted (at most 8 labels), in KiB / MiB."""
-    from study.units import format_size
+    """Log2 size axis ticked at the sizes plotted (at most 8 labels); log latency axis."""
+    from analysis.style import size_axis
 
-    ax.set_xscale("log", base=2)
+    size_axis(ax, "x", ticks=sizes, most=8)
     ax.set_yscale("log")
-    ticks = _pick([int(v) for v in sizes], 8)
-    ax.set_xticks(ticks, [format_size(t) for t in ticks])
     ax.minorticks_off()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.registry import FigureData, Needs, SkipFigure, figure
-from analysis.style import color_for, marker_for, save_figure
+from analysis.style import color_for, marker_for, save_figure, size_axis
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -72,15 +72,7 @@ def _log(ax: Axes, axis: str = "y", base: float = 10) -> None:
 
 
 def _size_axis(ax: Axes, axis: str = "x") -> None:
-    import matplotlib.ticker as mticker
-
-    from analysis.speedup import human_bytes
-
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
-    target.set_major_locator(mticker.LogLocator(base=2, numticks=MAX_TICKS))
-    target.set_major_formatter(mticker.FuncFormatter(lambda v, _: human_bytes(v).replace(" ", "\u2009")))
-    target.set_minor_locator(mticker.NullLocator())
+    size_axis(ax, axis, most=MAX_TICKS)
 
 
 def _pages(df: pd.DataFrame, keys: list[str]):
@@ -383,7 +375,7 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
-    from analysis.speedup import human_bytes
+    from study.units import human_size
 
     table = _speedups(data)
     if table.empty:
@@ -413,7 +405,7 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                     color="white" if abs(np.log2(v)) > 0.6 * limit else "black",
                 )
         cols = _thin(range(grid.shape[1]))
-        ax.set_xticks(cols, [human_bytes(grid.columns[c]) for c in cols], rotation=45, ha="right")
+        ax.set_xticks(cols, [human_size(grid.columns[c]) for c in cols], rotation=45, ha="right")
         ax.set_yticks(range(grid.shape[0]), [str(int(n)) for n in grid.index])
         ax.set_xlabel("message size")
         ax.set_ylabel(scale_label)
@@ -511,8 +503,8 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
     from matplotlib.patches import Patch
 
     from analysis.nccl_log import algorithm_map
-    from analysis.speedup import human_bytes
     from analysis.style import PALETTE
+    from study.units import human_size
 
     amap = algorithm_map(data.nccl)
     if amap.empty:
@@ -548,7 +540,7 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
                 color="white",
             )
     ticks = _thin(range(len(sizes)))
-    ax.set_xticks(ticks, [human_bytes(sizes[i]) for i in ticks], rotation=45, ha="right")
+    ax.set_xticks(ticks, [human_size(sizes[i]) for i in ticks], rotation=45, ha="right")
     ax.set_yticks(range(len(ranks)), [str(int(r)) for r in ranks])
     ax.set_xlabel("message size")
     ax.set_ylabel("GPUs (communicator ranks)")

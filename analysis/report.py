@@ -106,7 +106,7 @@ def analyse(ds: Dataset) -> Analyses:
 
 def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = None) -> list[str]:
     """The findings as sentences: bottlenecks, NVRAR/NCCL speedups and crossovers, NCCL's choices."""
-    from analysis.speedup import human_bytes
+    from study.units import human_size
 
     out: list[str] = []
     # Innermost scopes first: "decode" says more about a bottleneck than the whole run does.
@@ -118,8 +118,8 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
         worst = table.loc[table["speedup"].idxmin()]
         out.append(
             f"NVRAR against NCCL: speedups from {worst['speedup']:.2f}× "
-            f"({human_bytes(worst['size_bytes'])}, {int(worst['nodes'])} nodes) to {best['speedup']:.2f}× "
-            f"({human_bytes(best['size_bytes'])}, {int(best['nodes'])} nodes) over {len(table)} size × "
+            f"({human_size(worst['size_bytes'])}, {int(worst['nodes'])} nodes) to {best['speedup']:.2f}× "
+            f"({human_size(best['size_bytes'])}, {int(best['nodes'])} nodes) over {len(table)} size × "
             "configuration points."
         )
         for row in an.crossovers.itertuples(index=False):
@@ -128,8 +128,8 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
             extra = {True: " with CUDA graphs", False: " without CUDA graphs"}.get(graphs, "")
             out.append(
                 f"On {row.system} at {int(row.nodes)} nodes{extra}, NVRAR overtakes NCCL for messages {side} "
-                f"than about {human_bytes(row.crossover_bytes)} (crossing between "
-                f"{human_bytes(row.size_lo)} and {human_bytes(row.size_hi)})."
+                f"than about {human_size(row.crossover_bytes)} (crossing between "
+                f"{human_size(row.size_lo)} and {human_size(row.size_hi)})."
             )
     out += _fastest_sentences(an.fastest)
     e2e = an.e2e
@@ -145,7 +145,7 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
             part = part.sort_values("size_bytes")
             changes = part["choice"].ne(part["choice"].shift())
             steps = [
-                f"{c} from {human_bytes(s)}"
+                f"{c} from {human_size(s)}"
                 for c, s in zip(part.loc[changes, "choice"], part.loc[changes, "size_bytes"], strict=True)
             ]
             out.append(f"NCCL at {int(ranks)} GPUs picks " + ", then ".join(steps) + ".")
@@ -160,7 +160,7 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
 def _fastest_sentences(fastest: pd.DataFrame) -> list[str]:
     """Which algorithm is fastest over which sizes, per configuration: whatever algorithms a sweep
     measured (NVRAR's schedule against ring, tree or gloo as much as NVRAR against NCCL)."""
-    from analysis.speedup import human_bytes
+    from study.units import human_size
 
     if fastest.empty:
         return []
@@ -175,7 +175,7 @@ def _fastest_sentences(fastest: pd.DataFrame) -> list[str]:
         runs = part["fastest"].ne(part["fastest"].shift()).cumsum()
         spans = []
         for _, span in part.groupby(runs, sort=False):
-            lo, hi = human_bytes(span["size_bytes"].iloc[0]), human_bytes(span["size_bytes"].iloc[-1])
+            lo, hi = human_size(span["size_bytes"].iloc[0]), human_size(span["size_bytes"].iloc[-1])
             where = lo if lo == hi else f"{lo}–{hi}"
             lo_m, hi_m = f"{span['margin'].min():.2f}", f"{span['margin'].max():.2f}"
             margin = f"{lo_m}×" if lo_m == hi_m else f"{lo_m}–{hi_m}×"

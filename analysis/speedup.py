@@ -8,7 +8,6 @@ log2(size) between the two measured sizes that bracket it.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from analysis.dataset import config_columns, summarize
@@ -164,14 +163,3 @@ def e2e_speedup(
     both["speedup"] = both[f"{baseline}_ms"] / both[f"{candidate}_ms"]
     both["metric"] = metric
     return both
-
-
-def human_bytes(n: float) -> str:
-    """128 KiB, 2 MiB: sizes as the study states them (powers of two)."""
-    if n is None or not math.isfinite(n):
-        return "n/a"
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            value = n / scale
-            return f"{value:.0f} {unit}" if abs(value - round(value)) < 0.05 else f"{value:.1f} {unit}"
-    return f"{n:.0f} B"

@@ -105,6 +105,29 @@ def marker_for(index: int) -> str:
 FIGURE_LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("figure_label", default="")
 
 
+def size_axis(ax: Any, axis: str = "x", ticks: Any = None, most: int = 12) -> None:
+    """A log2 message-size axis. With `ticks` (the sizes plotted), ticks at up to `most` of them,
+    spelt exactly (64KiB); else powers of two, rounded (128 KiB). The one size axis of every figure."""
+    import matplotlib.ticker as mticker
+    import numpy as np
+
+    from study.units import format_size, human_size
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    if ticks is not None:
+        values = sorted({int(v) for v in ticks})
+        if len(values) > most:
+            values = [
+                values[i] for i in np.unique(np.round(np.linspace(0, len(values) - 1, most)).astype(int))
+            ]
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(values, [format_size(v) for v in values])
+    else:
+        target.set_major_locator(mticker.LogLocator(base=2, numticks=most))
+        target.set_major_formatter(mticker.FuncFormatter(lambda v, _: human_size(v).replace(" ", "\u2009")))
+    target.set_minor_locator(mticker.NullLocator())
+
+
 def _label(fig: Figure) -> None:
     label = FIGURE_LABEL.get()
     if not label:

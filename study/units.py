@@ -6,6 +6,7 @@ Binary (KiB, MiB, GiB) and decimal (KB, MB, GB) prefixes are both accepted and n
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -54,6 +55,18 @@ def _bounded_size(size: int) -> int:
     if size > MAX_SIZE_BYTES:
         raise ValueError(f"size {size:.3g} bytes is larger than 1 EiB ({MAX_SIZE_BYTES} bytes)")
     return size
+
+
+def human_size(n: float | None) -> str:
+    """`128 KiB`, `1.5 MiB`: a size as prose and figure ticks state it (rounded, powers of two), where
+    format_size spells it exactly."""
+    if n is None or not math.isfinite(n):
+        return "n/a"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if abs(value - round(value)) < 0.05 else f"{value:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def format_size(size_bytes: int) -> str:

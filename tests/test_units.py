@@ -65,3 +65,18 @@ def test_parse_duration_refuses(bad):
 def test_format_walltime_allows_more_than_a_day():
     assert format_walltime(1200) == "00:20:00"
     assert format_walltime(100 * 3600 + 61) == "100:01:01"
+
+
+def test_human_size_rounds_and_format_size_is_exact():
+    from study.units import human_size
+
+    assert [human_size(n) for n in (512, 1024, 1536, 131072, 3 << 30, float("nan"), None)] == [
+        "512 B",
+        "1 KiB",
+        "1.5 KiB",
+        "128 KiB",
+        "3 GiB",
+        "n/a",
+        "n/a",
+    ]
+    assert format_size(1536) == "1536B" and format_size(131072) == "128KiB"
