@@ -35,12 +35,12 @@ def find_results(target: str | os.PathLike[str]) -> list[Path]:
     direct = path / "results.json"
     if direct.is_file():
         return [direct]
-    attempts = sorted(path.glob("attempt-*/results.json"), key=lambda p: _attempt_number(p.parent))
+    attempts = _attempt_results(path)
     if attempts:
         return [attempts[-1]]
     found = []
     for run in sorted((path / "runs").glob("*")) if (path / "runs").is_dir() else []:
-        tries = sorted(run.glob("attempt-*/results.json"), key=lambda p: _attempt_number(p.parent))
+        tries = _attempt_results(run)
         if tries:
             found.append(tries[-1])
     if not found:
@@ -52,11 +52,15 @@ def find_results(target: str | os.PathLike[str]) -> list[Path]:
     return found
 
 
-def _attempt_number(folder: Path) -> int:
-    try:
-        return int(folder.name.split("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
+def _attempt_results(run_dir: Path) -> list[Path]:
+    """The results.json of a run's attempts, oldest first (the attempt layout is study.collect's)."""
+    from study.collect import attempt_folders
+
+    return [
+        Path(folder, "results.json")
+        for _, folder in attempt_folders(run_dir)
+        if Path(folder, "results.json").is_file()
+    ]
 
 
 def _read(path: Path) -> dict[str, Any]:
