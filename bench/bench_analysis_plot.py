@@ -25,7 +25,7 @@ def _cpu() -> float:
 def main(argv: list[str]) -> int:
     import pandas as pd
 
-    from analysis import synthetic as syn
+    from bench import synthetic as syn
     from study.cli import main as study
 
     repeats = int(argv[0]) if argv else 45

@@ -8,12 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from analysis import synthetic as syn
 from analysis.bottlenecks import findings, findings_table
 from analysis.compare import side_by_side
 from analysis.dataset import from_frames, load_workspace, load_workspaces, median_ci_ranks, summarize
 from analysis.scaling import strong_scaling
 from analysis.speedup import crossovers, e2e_speedup, speedup_table
+from bench import synthetic as syn
 from study.cli import main
 from study.errors import InputError
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from analysis import synthetic as syn
 from analysis.bottlenecks import findings
 from analysis.dataset import load_workspace
 from analysis.speedup import crossovers, speedup_table
+from bench import synthetic as syn
 from study.collect import collect_workspace
 from study.results import new_result, write_result
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis import synthetic as syn
 from analysis.dataset import from_frames
 from analysis.registry import REGISTRY, FigureData, Needs, figure, load_registry, plot_all
 from analysis.style import save_figure
+from bench import synthetic as syn
 from study.cli import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,10 +11,10 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from analysis import synthetic as syn
 from analysis.dataset import from_frames, load_workspace
 from analysis.registry import FigureResult
 from analysis.report import build_context, render
+from bench import synthetic as syn
 from study.cli import main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis import synthetic as syn
 from analysis import trees
+from bench import synthetic as syn
 from study.cli import main
 from study.errors import InputError
 from study.results import new_result, write_result

@@ -1,4 +1,6 @@
-"""Synthetic datasets with planted answers, in the documented shape (docs/results.md).
+"""Synthetic datasets with planted answers, in the documented shape (docs/results.md): test and
+benchmark data, kept out of the installed packages. Timer trees are built and flattened by the
+results contract's own helpers (study.results.timer_node, flatten_timers).
 
 Tests and benchmarks need data whose right answer is known in advance: here the all-reduce time of a
 tensor-parallel decode grows linearly with the GPU count while the GEMMs shrink as 1/GPUs (so
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from study.results import flatten_timers, timer_node
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -65,15 +69,8 @@ def timer_tree(gpus: int, allreduce: str, scheme: str, factor: float) -> list[di
     """A Hatchet literal tree (docs/results.md, Timers) with the planted times scaled by `factor`."""
 
     def node(name: str, typ: str, excl: float, calls: int, children: list | None = None) -> dict:
-        children = children or []
-        inc = excl + sum(c["metrics"]["time (inc)"] for c in children)
-        out = {
-            "frame": {"name": name, "type": typ},
-            "metrics": {"time (inc)": inc, "time": excl, "calls": calls},
-        }
-        if children:
-            out["children"] = children
-        return out
+        inc = excl + sum(c["metrics"]["time (inc)"] for c in children or [])
+        return timer_node(name, inc, children, type=typ, calls=calls, time_ms=excl)
 
     comm_type = "comm"
     dec = decode_components(gpus, allreduce, scheme)
@@ -102,33 +99,6 @@ def timer_tree(gpus: int, allreduce: str, scheme: str, factor: float) -> list[di
             ],
         )
     ]
-
-
-def flatten_tree(roots: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the timers table (path, name, type, depth, times, calls) from a literal tree."""
-    rows: list[dict[str, Any]] = []
-
-    def walk(node: dict[str, Any], prefix: str, depth: int) -> None:
-        name = node["frame"]["name"]
-        path = f"{prefix}/{name}" if prefix else name
-        m = node["metrics"]
-        rows.append(
-            {
-                "path": path,
-                "name": name,
-                "type": node["frame"].get("type", "region"),
-                "depth": depth,
-                "time_inc_ms": m["time (inc)"],
-                "time_ms": m["time"],
-                "calls": m.get("calls", 1),
-            }
-        )
-        for child in node.get("children", []):
-            walk(child, path, depth + 1)
-
-    for root in roots:
-        walk(root, "", 0)
-    return rows
 
 
 def inference_frames(
@@ -203,7 +173,7 @@ def inference_frames(
                             "scheduler_job_id": "1",
                         }
                     )
-                    for row in flatten_tree(tree):
+                    for row in flatten_timers(tree):
                         timers.append(
                             {
                                 "experiment": experiment,
