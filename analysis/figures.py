@@ -75,6 +75,32 @@ def _size_axis(ax: Axes, axis: str = "x") -> None:
     size_axis(ax, axis, most=MAX_TICKS)
 
 
+def _median_series(
+    ax: Axes, s: pd.DataFrame, metric: str, label: str, i: int, style: str, color: str
+) -> None:
+    """One line of medians against GPU count with the interquartile range as error bars."""
+    med = s[f"{metric}_median"].to_numpy()
+    err = [med - s[f"{metric}_q1"].to_numpy(), s[f"{metric}_q3"].to_numpy() - med]
+    ax.errorbar(
+        s["world_size"].to_numpy(),
+        med,
+        yerr=err,
+        label=label,
+        marker=marker_for(i),
+        linestyle=style,
+        capsize=2,
+        color=color,
+    )
+
+
+def _gpus_panel(ax: Axes, table: pd.DataFrame, metric: str) -> None:
+    """A metric against GPU count: the GPU axis, log scale, labels."""
+    _gpu_axis(ax, table["world_size"])
+    _log(ax)
+    ax.set_xlabel("GPUs")
+    ax.set_ylabel(METRIC_LABELS[metric])
+
+
 def _pages(df: pd.DataFrame, keys: list[str]):
     """Split rows into one figure per combination of the varying `keys` (model, system, ...)."""
     varying = [k for k in keys if k in df.columns and df[k].nunique(dropna=True) > 1]
@@ -124,24 +150,10 @@ def strong_scaling(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
                 labels = labels if isinstance(labels, tuple) else (labels,)
                 label = " ".join(str(v) for v in labels)
                 s = s.sort_values("world_size")
-                med = s[f"{metric}_median"].to_numpy()
-                err = [med - s[f"{metric}_q1"].to_numpy(), s[f"{metric}_q3"].to_numpy() - med]
                 style = "--" if "nvrar" in labels else "-"
-                ax.errorbar(
-                    s["world_size"].to_numpy(),
-                    med,
-                    yerr=err,
-                    label=label,
-                    marker=marker_for(i),
-                    linestyle=style,
-                    capsize=2,
-                    color=color_for(str(labels[0]), i),
-                )
+                _median_series(ax, s, metric, label, i, style, color_for(str(labels[0]), i))
                 points.append(s.assign(label=label))
-            _gpu_axis(ax, table["world_size"])
-            _log(ax)
-            ax.set_xlabel("GPUs")
-            ax.set_ylabel(METRIC_LABELS[metric])
+            _gpus_panel(ax, table, metric)
         axes[0][-1].legend(title="scheme / all-reduce", bbox_to_anchor=(1.02, 1), loc="upper left")
         fig.suptitle(_title("Strong scaling", page))
         fig.tight_layout()
@@ -681,24 +693,18 @@ def engines(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics) + 1.6, 3.8), squeeze=False)
         for ax, metric in zip(axes[0], metrics, strict=True):
             for (engine, series), s in table.groupby(["engine", "series"], sort=True):
-                s = s.sort_values("world_size")
-                med = s[f"{metric}_median"].to_numpy()
-                err = [med - s[f"{metric}_q1"].to_numpy(), s[f"{metric}_q3"].to_numpy() - med]
                 i = engines_.index(str(engine))
-                ax.errorbar(
-                    s["world_size"].to_numpy(),
-                    med,
-                    yerr=err,
-                    label=f"{engine} {series}",
-                    marker=marker_for(i),
-                    linestyle=("-", "--", ":", "-.")[i % 4],
-                    capsize=2,
-                    color=color_for(str(series), i),
+                style = ("-", "--", ":", "-.")[i % 4]
+                _median_series(
+                    ax,
+                    s.sort_values("world_size"),
+                    metric,
+                    f"{engine} {series}",
+                    i,
+                    style,
+                    color_for(str(series), i),
                 )
-            _gpu_axis(ax, table["world_size"])
-            _log(ax)
-            ax.set_xlabel("GPUs")
-            ax.set_ylabel(METRIC_LABELS[metric])
+            _gpus_panel(ax, table, metric)
         axes[0][-1].legend(title="engine, scheme", bbox_to_anchor=(1.02, 1), loc="upper left")
         fig.suptitle(_title("Engines side by side", page))
         fig.tight_layout()

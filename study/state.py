@@ -288,12 +288,17 @@ def read_only_folder(folder: Path) -> bool:
         return False
 
 
-def _full_disk_note(folder: Path) -> str:
+def disk_full(folder: str | os.PathLike[str]) -> bool:
+    """Less than 1 MiB left for this user on the file system holding `folder`."""
     try:
         stats = os.statvfs(folder)
     except OSError:
-        return ""
-    return f"; the disk holding {folder} is full" if stats.f_bavail * stats.f_frsize < (1 << 20) else ""
+        return False
+    return stats.f_bavail * stats.f_frsize < (1 << 20)
+
+
+def _full_disk_note(folder: Path) -> str:
+    return f"; the disk holding {folder} is full" if disk_full(folder) else ""
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

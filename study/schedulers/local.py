@@ -35,6 +35,7 @@ from study.schedulers.base import (
     exit_reason,
     register,
 )
+from study.state import disk_full
 
 CANCEL_GRACE_S = 5.0
 # A pending job whose runner has not started within this long never will (see _never_started).
@@ -229,12 +230,8 @@ def _runner_clue(folder: Path) -> str:
         lines = []
     if lines:
         return f"runner.log ends: {lines[-1][:300]}"
-    try:
-        stats = os.statvfs(folder)
-        if stats.f_bavail * stats.f_frsize < 1 << 20:
-            return f"runner.log is empty and the disk holding {folder} is full"
-    except OSError:
-        pass
+    if disk_full(folder):
+        return f"runner.log is empty and the disk holding {folder} is full"
     return f"runner.log in {folder} is empty"
 
 
