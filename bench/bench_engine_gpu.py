@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from engine.config import PRESETS
+from engine.config import PRESETS, RunConfig
 from engine.generate import Engine
 from engine.parallel import make_parallel
 from engine.timers import Timers
@@ -82,16 +82,15 @@ def bench_engine(
     args = PRESETS[model]
     par = make_parallel(1, 1, device=torch.device("cuda"))
     t0 = time.perf_counter()
-    eng = Engine(
-        args,
-        par,
+    run = RunConfig(
         batch_size=batch,
         prompt_len=prompt,
         decode_len=decode,
-        dtype=torch.bfloat16,
+        dtype="bf16",
         compile=compile,
         decode_kernels=kernels,
     )
+    eng = Engine(args, par, run)
     torch.cuda.synchronize()
     init_s = time.perf_counter() - t0
     prompts = random_prompts(batch, prompt, args.vocab_size, seed=0)
@@ -404,7 +403,7 @@ def bench_overhead(model: str, batch: int, prompt: int, decode: int) -> dict[str
     """Eager decode with the breakdown timers on and off, alternated, median of each."""
     args = PRESETS[model]
     par = make_parallel(1, 1, device=torch.device("cuda"))
-    eng = Engine(args, par, batch_size=batch, prompt_len=prompt, decode_len=decode, dtype=torch.bfloat16)
+    eng = Engine(args, par, RunConfig(batch_size=batch, prompt_len=prompt, decode_len=decode, dtype="bf16"))
     prompts = random_prompts(batch, prompt, args.vocab_size, seed=0)
     eng.generate(prompts)
     plain, timed = [], []

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
-from collectives.dtypes import FLOAT_DTYPES
+from engine.flags import DECODE_KERNELS, FLAGS, NOT_PARAMS
 
 
 class ConfigError(ValueError):
@@ -112,40 +112,18 @@ def model_args_from_hf(folder: str | Path) -> ModelArgs:
         raise ConfigError(f"{path}: {exc.args[0]}", "missing") from exc
 
 
-@dataclass
-class RunConfig:
-    """One engine run, as given on the command line (docs/internals.md lists the flags)."""
-
-    model: str = "tiny"
-    tp: int = 1
-    pp: int = 1
-    batch_size: int = 1
-    prompt_len: int = 16
-    decode_len: int = 8
-    allreduce: str | None = None
-    prefill_allreduce: str | None = None
-    dtype: str | None = None
-    device: str | None = None
-    compile: bool = False
-    cuda_graphs: bool = True
-    micro_batches: int = 1
-    pp_split: list[int] | None = None
-    vocab_parallel: bool = False
-    breakdown: bool = False
-    seed: int = 0
-    weights: str | None = None
-    prompt_file: str | None = None
-    warmup: int = 1
-    gpus_per_node: int | None = None
-    results: str | None = None
-    decode_kernels: str = "auto"
-
-    def as_params(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "results"}
+def _as_params(self: Any) -> dict[str, Any]:
+    """The run's parameters as results.json records them (every field but where the results go)."""
+    return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_PARAMS}
 
 
-DTYPES = FLOAT_DTYPES
-DECODE_KERNELS = ("auto", "torch", "attention", "fused")
+# One engine run, as given on the command line: one field per flag of engine/flags.py FLAGS, with the
+# flag's default (docs/internals.md lists the flags).
+RunConfig = make_dataclass(
+    "RunConfig",
+    [(f.name, Any, field(default=f.default)) for f in FLAGS],
+    namespace={"as_params": _as_params, "__doc__": "One engine run: a field per flag of engine/flags.py."},
+)
 
 
 def choose_decode_kernels(choice: str, device: Any, rows: int) -> str:
@@ -199,13 +177,21 @@ def stage_layers(n_layers: int, pp: int, split: list[int] | None) -> list[range]
     return ranges
 
 
+def _check_flags(cfg: Any) -> None:
+    """Each value against its flag's own bounds (FLAGS), for configurations not made by the parser."""
+    for flag in FLAGS:
+        value = getattr(cfg, flag.name)
+        if value is None:
+            continue
+        if flag.minimum is not None and value < flag.minimum:
+            raise ConfigError(flag.option, f"must be at least {flag.minimum}, got {value}")
+        if flag.choices is not None and value not in flag.choices:
+            raise ConfigError(flag.option, f"expected one of {', '.join(flag.choices)}, got {value!r}")
+
+
 def validate(cfg: RunConfig, args: ModelArgs, world_size: int) -> None:
     """Refuse every combination the engine cannot run, naming the argument; allocates nothing."""
-    for key in ("tp", "pp", "batch_size", "prompt_len", "decode_len", "micro_batches"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"--{key.replace('_', '-')}", f"must be at least 1, got {getattr(cfg, key)}")
-    if cfg.warmup < 0:
-        raise ConfigError("--warmup", f"must be at least 0, got {cfg.warmup}")
+    _check_flags(cfg)
     if cfg.tp * cfg.pp != world_size:
         raise ConfigError(
             "--tp/--pp",
@@ -245,14 +231,8 @@ def validate(cfg: RunConfig, args: ModelArgs, world_size: int) -> None:
             f"prompt {cfg.prompt_len} + decode {cfg.decode_len} exceeds the "
             f"model's {args.max_seq_len} positions",
         )
-    if cfg.dtype is not None and cfg.dtype not in DTYPES:
-        raise ConfigError("--dtype", f"expected one of {DTYPES}, got {cfg.dtype!r}")
-    if cfg.device not in (None, "cpu", "cuda"):
-        raise ConfigError("--device", f"expected cpu or cuda, got {cfg.device!r}")
     if cfg.breakdown and cfg.compile:
         raise ConfigError("--breakdown", "times each part of a layer eagerly; run it with --no-compile")
-    if cfg.gpus_per_node is not None and cfg.gpus_per_node < 1:
-        raise ConfigError("--gpus-per-node", f"must be at least 1, got {cfg.gpus_per_node}")
 
 
 def read_prompt_file(path: str | Path, batch_size: int, prompt_len: int, vocab_size: int) -> list[list[int]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from collectives.dtypes import FLOAT_DTYPES, torch_dtype
-from engine.config import ModelArgs, cache_len, choose_decode_kernels, stage_layers
+from engine.config import ModelArgs, RunConfig, cache_len, choose_decode_kernels, stage_layers
 from engine.model import StageModel
 from engine.parallel import Parallel, shard_of
 from engine.timers import Timers
@@ -41,41 +41,33 @@ class Generation:
 class Engine:
     """One rank's stage: weights, static KV cache and the (optionally compiled) decode step."""
 
-    def __init__(
-        self,
-        args: ModelArgs,
-        par: Parallel,
-        *,
-        batch_size: int,
-        prompt_len: int,
-        decode_len: int,
-        micro_batches: int = 1,
-        dtype: torch.dtype = torch.float32,
-        pp_split: list[int] | None = None,
-        vocab_parallel: bool = False,
-        seed: int = 0,
-        weights: str | None = None,
-        compile: bool = False,
-        cuda_graphs: bool = True,
-        decode_kernels: str = "auto",
-    ) -> None:
+    def __init__(self, args: ModelArgs, par: Parallel, run: RunConfig) -> None:
+        """`run` gives the shape of the work and the engine's switches (engine/flags.py); its dtype
+        defaults to bf16 on GPUs and fp32 on CPUs, and `auto` decode kernels are chosen here unless
+        the caller (engine.run) already chose."""
         lay = par.layout
         self.args, self.par = args, par
-        self.batch_size, self.prompt_len, self.decode_len = batch_size, prompt_len, decode_len
-        self.micro_batches, self.mb_size = micro_batches, batch_size // micro_batches
-        self.dtype = dtype
-        layers = stage_layers(args.n_layers, lay.pp, pp_split)[lay.stage]
-        shard = shard_of(args, lay.tp, lay.tp_rank, vocab_parallel)
+        self.batch_size, self.prompt_len, self.decode_len = run.batch_size, run.prompt_len, run.decode_len
+        micro_batches = run.micro_batches
+        self.micro_batches, self.mb_size = micro_batches, run.batch_size // micro_batches
+        self.dtype = dtype = DTYPES[run.dtype or ("bf16" if par.device.type == "cuda" else "fp32")]
+        layers = stage_layers(args.n_layers, lay.pp, run.pp_split)[lay.stage]
+        shard = shard_of(args, lay.tp, lay.tp_rank, run.vocab_parallel)
         with torch.device("meta"):
-            model = StageModel(args, layers, shard, par, vocab_parallel)
+            model = StageModel(args, layers, shard, par, run.vocab_parallel)
         model = model.to(dtype).to_empty(device=par.device)
-        load_weights(model, seed=seed, folder=weights)
-        self.decode_kernels = choose_decode_kernels(decode_kernels, par.device, self.mb_size)
-        model.setup_cache(micro_batches, self.mb_size, cache_len(prompt_len, decode_len), self.decode_kernels)
+        load_weights(model, seed=run.seed, folder=run.weights)
+        kernels = run.decode_kernels
+        self.decode_kernels = (
+            choose_decode_kernels(kernels, par.device, self.mb_size) if kernels == "auto" else kernels
+        )
+        model.setup_cache(
+            micro_batches, self.mb_size, cache_len(run.prompt_len, run.decode_len), self.decode_kernels
+        )
         self.model = model.eval()
         self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self.decode = None
-        if compile:
+        if run.compile:
             # One static graph per micro-batch (each has its own cache buffers): the micro-batch index must
             # stay a constant, never become a symbolic int, and each graph needs its own recompile slot.
             torch._dynamo.config.automatic_dynamic_shapes = False
@@ -83,7 +75,7 @@ class Engine:
                 torch._dynamo.config.recompile_limit, micro_batches + 8
             )
             self.decode = torch.compile(
-                self._decode_step, mode="reduce-overhead" if cuda_graphs else None, fullgraph=True
+                self._decode_step, mode="reduce-overhead" if run.cuda_graphs else None, fullgraph=True
             )
 
     def _decode_step(self, x: torch.Tensor, input_pos: torch.Tensor, mb: int) -> tuple[torch.Tensor, ...]:

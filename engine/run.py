@@ -12,7 +12,6 @@ import sys
 import traceback
 from typing import Any
 
-from collectives.dtypes import FLOAT_DTYPES
 from engine.config import (
     ConfigError,
     RunConfig,
@@ -21,106 +20,20 @@ from engine.config import (
     resolve_model,
     validate,
 )
+from engine.flags import FLAGS, add_flags
 from engine.workload import percentile
 from study import results as study_results
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine.run", description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--model", default="tiny", help="preset name (llama3.1-8b, llama3.1-70b, llama3.1-405b, tiny…)"
+    """The command line: every flag of engine/flags.py, in its table's order."""
+    return add_flags(
+        argparse.ArgumentParser(prog="python -m engine.run", description=__doc__.splitlines()[0])
     )
-    p.add_argument(
-        "--weights",
-        help="Hugging Face checkpoint folder (config.json + *.safetensors); its config.json sets the shape",
-    )
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (contiguous ranks)")
-    p.add_argument("--pp", type=int, default=1, help="pipeline stages")
-    p.add_argument("--pp-split", help="layers per stage, comma-separated (default: even, remainder first)")
-    p.add_argument(
-        "--micro-batches", type=int, default=1, help="micro-batches per step (divides --batch-size)"
-    )
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=16)
-    p.add_argument(
-        "--decode-len", type=int, default=8, help="tokens generated per prompt (the first by prefill)"
-    )
-    p.add_argument("--prompt-file", help="token ids, one prompt a line (else random ids from --seed)")
-    p.add_argument(
-        "--allreduce",
-        help="decode all-reduce: nccl, gloo, nvrar, one-shot, two-shot, reference "
-        "(default: the process group's backend)",
-    )
-    p.add_argument("--prefill-allreduce", help="prefill all-reduce (default: the process group's backend)")
-    p.add_argument("--vocab-parallel", action="store_true", help="shard the LM head over TP ranks")
-    p.add_argument("--dtype", choices=FLOAT_DTYPES, help="default bf16 on GPUs, fp32 on CPUs")
-    p.add_argument("--device", choices=("cuda", "cpu"), help="default cuda when available")
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="torch.compile the decode step",
-    )
-    p.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="with --compile: mode reduce-overhead (CUDA graphs)",
-    )
-    p.add_argument(
-        "--decode-kernels",
-        default="auto",
-        choices=("auto", "torch", "attention", "fused"),
-        help="decode step: torch (SDPA, cuBLAS), attention (our Triton decode attention), fused (also our "
-        "matrix-vector products for the attention-output and down projections, SwiGLU and residual adds "
-        "fused in; up to 16 sequences per micro-batch); auto = fused for one sequence per micro-batch and "
-        "attention for more on GPUs with Triton, torch elsewhere",
-    )
-    p.add_argument(
-        "--breakdown", action="store_true", help="time each part of a layer (eager; max/mean over ranks)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights and prompts")
-    p.add_argument("--warmup", type=int, default=1, help="untimed generate passes first (compile, caches)")
-    p.add_argument("--gpus-per-node", type=int, help="ranks per node (default: from the launcher)")
-    p.add_argument("--tokens-out", help="write the generated token ids here, one sequence a line (rank 0)")
-    p.add_argument("--results", help="results.json path (default: $STUDY_RESULTS, else ./results.json)")
-    return p
 
 
 def to_config(ns: argparse.Namespace) -> RunConfig:
-    split = None
-    if ns.pp_split:
-        try:
-            split = [int(x) for x in ns.pp_split.split(",")]
-        except ValueError as exc:
-            raise ConfigError(
-                "--pp-split", f"{ns.pp_split!r} is not a comma-separated list of integers"
-            ) from exc
-    return RunConfig(
-        model=ns.model,
-        tp=ns.tp,
-        pp=ns.pp,
-        batch_size=ns.batch_size,
-        prompt_len=ns.prompt_len,
-        decode_len=ns.decode_len,
-        allreduce=ns.allreduce,
-        prefill_allreduce=ns.prefill_allreduce,
-        dtype=ns.dtype,
-        device=ns.device,
-        compile=ns.compile,
-        cuda_graphs=ns.cuda_graphs,
-        micro_batches=ns.micro_batches,
-        pp_split=split,
-        vocab_parallel=ns.vocab_parallel,
-        breakdown=ns.breakdown,
-        seed=ns.seed,
-        weights=ns.weights,
-        prompt_file=ns.prompt_file,
-        warmup=ns.warmup,
-        gpus_per_node=ns.gpus_per_node,
-        results=ns.results,
-        decode_kernels=ns.decode_kernels,
-    )
+    return RunConfig(**{flag.name: getattr(ns, flag.name) for flag in FLAGS})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,7 +94,7 @@ def run(
     import torch.distributed as dist
 
     from collectives.launch import gather_hosts, init_distributed, runtime_versions
-    from engine.generate import DTYPES, Engine
+    from engine.generate import Engine
     from engine.parallel import make_parallel
     from engine.timers import Timers, literal_tree
     from engine.workload import random_prompts
@@ -189,12 +102,12 @@ def run(
     device_type = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device_type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device", "cuda asked for but torch sees no GPU")
-    dtype = DTYPES[cfg.dtype or ("bf16" if device_type == "cuda" else "fp32")]
-    # Refused here, before any process group or allocation, when the kernels asked for cannot run.
-    kernels = choose_decode_kernels(
+    # Chosen once, here, before any process group or allocation: a choice that cannot run is refused
+    # at no cost, and the engine is given the concrete choice.
+    cfg.decode_kernels = choose_decode_kernels(
         cfg.decode_kernels, torch.device(device_type), cfg.batch_size // cfg.micro_batches
     )
-    result["provenance"]["decode_kernels"] = kernels
+    result["provenance"]["decode_kernels"] = cfg.decode_kernels
     if info.world_size > 1:
         init_distributed("nccl" if device_type == "cuda" else "gloo")
     device = (
@@ -215,22 +128,7 @@ def run(
         prefill_allreduce=cfg.prefill_allreduce,
         gpus_per_node=result["topology"]["gpus_per_node"],
     )
-    engine = Engine(
-        args,
-        par,
-        batch_size=cfg.batch_size,
-        prompt_len=cfg.prompt_len,
-        decode_len=cfg.decode_len,
-        micro_batches=cfg.micro_batches,
-        dtype=dtype,
-        pp_split=cfg.pp_split,
-        vocab_parallel=cfg.vocab_parallel,
-        seed=cfg.seed,
-        weights=cfg.weights,
-        compile=cfg.compile,
-        cuda_graphs=cfg.cuda_graphs,
-        decode_kernels=cfg.decode_kernels,
-    )
+    engine = Engine(args, par, cfg)
     prompts = (
         torch.tensor(prompt_ids)
         if prompt_ids is not None

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from collectives.dtypes import BENCH_DTYPES, FLOAT_DTYPES
+from engine.flags import Flag, study_parameters
 from study.errors import InputError
 from study.expr import ExprError, Expression, compile_expr
 from study.units import parse_duration, parse_size
@@ -149,27 +150,27 @@ ALLREDUCE_CHOICES = (
 COLLECTIVE_ALGORITHMS = (*ALLREDUCE_CHOICES, "mpi")
 DTYPES = FLOAT_DTYPES  # collectives/dtypes.py: one list for the harness and the payload
 
+
+def _flag_checker(flag: Flag) -> Checker:
+    """The checker of an engine flag's parameter: its words, its integer bound, a switch or text."""
+    if flag.kind != "value":
+        return _boolean
+    if flag.choices is not None:
+        return _one_of(*flag.choices)
+    if flag.type is int:
+        return _int_at_least(flag.minimum if flag.minimum is not None else 0)
+    return _text
+
+
 # name -> checker, per kind; `required` are the payload's mandatory flags that have no default.
 PARAMETERS: dict[str, dict[str, Checker]] = {
+    # The bundled engine's own parameters come from its flag table (engine/flags.py); the harness adds
+    # the engine's name, `native` all-reduce, virtual nodes and where tokens are saved.
     "inference": {
         "engine": _one_of(*ENGINES),
-        "model": _text,
-        "tp": _int_at_least(1),
-        "pp": _int_at_least(1),
-        "batch_size": _int_at_least(1),
-        "prompt_len": _int_at_least(1),
-        "decode_len": _int_at_least(1),
+        **{name: _flag_checker(flag) for name, flag in study_parameters().items()},
         # `native`: the engine's own choice (the bundled engine: its process group's backend)
         "allreduce": _one_of(*ALLREDUCE_CHOICES, "native"),
-        "micro_batches": _int_at_least(1),
-        "compile": _boolean,
-        "cuda_graphs": _boolean,
-        "decode_kernels": _one_of("auto", "torch", "attention", "fused"),
-        "breakdown": _boolean,
-        "dtype": _one_of(*DTYPES),
-        "weights": _text,
-        "seed": _int_at_least(0),
-        "warmup": _int_at_least(0),
         "virtual_gpus_per_node": _int_at_least(1),
         "save_tokens": _boolean,
     },

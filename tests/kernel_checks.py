@@ -96,7 +96,7 @@ def check_matvec(dtype: str, rows: int, n: int, k: int, kind: str) -> dict:
 
 def check_engine(batch: int, prompt: int, decode: int) -> dict:
     """Greedy tokens and logits of the tiny model with each --decode-kernels choice against `torch`."""
-    from engine.config import PRESETS
+    from engine.config import PRESETS, RunConfig
     from engine.generate import Engine
     from engine.parallel import make_parallel
     from engine.workload import random_prompts
@@ -106,7 +106,8 @@ def check_engine(batch: int, prompt: int, decode: int) -> dict:
     gens = {}
     for choice in ("torch", "attention", "fused"):
         par = make_parallel(1, 1, device=torch.device("cpu"))
-        eng = Engine(args, par, batch_size=batch, prompt_len=prompt, decode_len=decode, decode_kernels=choice)
+        run = RunConfig(batch_size=batch, prompt_len=prompt, decode_len=decode, decode_kernels=choice)
+        eng = Engine(args, par, run)
         gens[choice] = (eng.decode_kernels, eng.generate(prompts, keep_logits=True))
     base = gens["torch"][1]
     out: dict = {"chosen": [gens[c][0] for c in gens], "steps": len(base.logits)}
@@ -124,7 +125,7 @@ def check_engine(batch: int, prompt: int, decode: int) -> dict:
 def _parallel_worker(rank: int, world: int, port: int, queue) -> None:  # noqa: ANN001 - a multiprocessing queue
     import torch.distributed as dist
 
-    from engine.config import PRESETS
+    from engine.config import PRESETS, RunConfig
     from engine.generate import Engine
     from engine.parallel import make_parallel
     from engine.workload import random_prompts
@@ -136,9 +137,8 @@ def _parallel_worker(rank: int, world: int, port: int, queue) -> None:  # noqa: 
 
     def gen(tp: int, pp: int, ranks: list[int], kernels_: str, **kw):  # noqa: ANN202
         par = make_parallel(tp, pp, device=torch.device("cpu"), ranks=ranks, gpus_per_node=2)
-        eng = Engine(
-            args, par, batch_size=4, prompt_len=10, decode_len=5, decode_kernels=kernels_, seed=2, **kw
-        )
+        run = RunConfig(batch_size=4, prompt_len=10, decode_len=5, decode_kernels=kernels_, seed=2, **kw)
+        eng = Engine(args, par, run)
         return eng.generate(prompts, keep_logits=True)
 
     ref = gen(1, 1, [rank], "torch")

@@ -74,7 +74,7 @@ def tiny_checkpoint(folder: Path, sharded: bool) -> Path:
 
 def run_engine(args, tp: int, pp: int, ranks: list[int], *, allreduce: str | None = None, **kw) -> Engine:
     par = make_parallel(tp, pp, device=torch.device("cpu"), ranks=ranks, allreduce=allreduce, gpus_per_node=2)
-    return Engine(args, par, batch_size=BATCH, prompt_len=PROMPT, decode_len=DECODE, **kw)
+    return Engine(args, par, RunConfig(batch_size=BATCH, prompt_len=PROMPT, decode_len=DECODE, **kw))
 
 
 def _worker(rank: int, world: int, port: int, ckpt: str) -> None:
