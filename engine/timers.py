@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from study.results import timer_node
+
 Totals = dict[str, tuple[str, float, int]]  # "a/b/c" -> (type, total ms, calls)
 
 
@@ -62,28 +64,25 @@ def literal_tree(per_rank: Sequence[Totals]) -> list[dict[str, Any]]:
     paths: list[str] = []
     for totals in per_rank:
         paths.extend(p for p in totals if p not in paths)
-    nodes: dict[str, dict[str, Any]] = {}
-    roots: list[dict[str, Any]] = []
+    known = set(paths)
+    children: dict[str | None, list[str]] = {}
+    # Shallow regions first, each level in the order the ranks first timed them; a region whose parent
+    # was never timed is a root.
     for path in sorted(paths, key=lambda p: (p.count("/"), paths.index(p))):
+        parent = path.rsplit("/", 1)[0] if "/" in path else None
+        children.setdefault(parent if parent in known else None, []).append(path)
+
+    def node(path: str) -> dict[str, Any]:
         values = [t[path] for t in per_rank if path in t]
         times = [v[1] for v in values]
         own = per_rank[0].get(path)
-        node = {
-            "frame": {"name": path.rsplit("/", 1)[-1], "type": values[0][0]},
-            "metrics": {
-                "time (inc)": own[1] if own else max(times),
-                "time": 0.0,
-                "calls": own[2] if own else values[0][2],
-                "time (max)": max(times),
-                "time (mean)": sum(times) / len(times),
-                "ranks": len(values),
-            },
-            "children": [],
-        }
-        nodes[path] = node
-        parent = path.rsplit("/", 1)[0] if "/" in path else None
-        (nodes[parent]["children"] if parent in nodes else roots).append(node)
-    for node in nodes.values():
-        inner = sum(c["metrics"]["time (inc)"] for c in node["children"])
-        node["metrics"]["time"] = max(0.0, node["metrics"]["time (inc)"] - inner)
-    return roots
+        return timer_node(
+            path.rsplit("/", 1)[-1],
+            own[1] if own else max(times),
+            [node(child) for child in children.get(path, [])],
+            type=values[0][0],
+            calls=own[2] if own else values[0][2],
+            metrics={"time (max)": max(times), "time (mean)": sum(times) / len(times), "ranks": len(values)},
+        )
+
+    return [node(root) for root in children.get(None, [])]

@@ -395,8 +395,10 @@ def timer_node(
     type: str = "region",
     calls: int = 1,
     time_ms: float | None = None,
+    metrics: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One Hatchet literal node; exclusive time defaults to inclusive minus the children's (never < 0)."""
+    """One Hatchet literal node; exclusive time defaults to inclusive minus the children's (never < 0).
+    `metrics` adds more of them (the engine's `time (max)`, `time (mean)` and `ranks` over ranks)."""
     if type not in TIMER_TYPES:
         raise ResultError(f"timer {name!r}: type: expected one of {TIMER_TYPES}, got {type!r}")
     children = list(children or [])
@@ -404,7 +406,8 @@ def timer_node(
         time_ms = max(0.0, float(time_inc_ms) - sum(c["metrics"]["time (inc)"] for c in children))
     return {
         "frame": {"name": name, "type": type},
-        "metrics": {"time (inc)": float(time_inc_ms), "time": float(time_ms), "calls": int(calls)},
+        "metrics": {"time (inc)": float(time_inc_ms), "time": float(time_ms), "calls": int(calls)}
+        | dict(metrics or {}),
         "children": children,
     }
 
