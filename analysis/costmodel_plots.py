@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from analysis.style import apply_style, color_for, marker_for, save_figure
+from study.units import format_size
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     import pandas as pd
@@ -89,7 +90,6 @@ def plot_latency_vs_size(df: pd.DataFrame, out_dir: str | os.PathLike[str], name
 
 def plot_latency_vs_nodes(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -> list[Path]:
     """Predicted latency against node count, one line per algorithm, one panel per message size."""
-    from study.units import format_size
 
     apply_style()
     sizes = _pick(df["size_bytes"])
@@ -135,7 +135,6 @@ def plot_compare(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -
             color=color_for(algorithm, i),
             label=f"{algorithm} on {system}",
         )
-    from study.units import format_size
 
     _nodes_axis(ax, points["nodes"])
     ax.set_xlabel("nodes")

@@ -69,6 +69,7 @@ class Dataset:
     runs: pd.DataFrame
     timers: pd.DataFrame
     workspaces: list[Path] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # the dataset files read, one per workspace
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -248,7 +249,7 @@ def load_workspace(path: str | os.PathLike[str]) -> Dataset:
         for col in WHERE_COLUMNS:
             if col not in timers.columns:
                 timers[col] = timers["run_id"].map(where[col])
-    return Dataset(runs=runs, timers=timers, workspaces=[folder])
+    return Dataset(runs=runs, timers=timers, workspaces=[folder], sources=[Path(runs_src)])
 
 
 def load_workspaces(paths: Iterable[str | os.PathLike[str]]) -> Dataset:
@@ -262,7 +263,12 @@ def load_workspaces(paths: Iterable[str | os.PathLike[str]]) -> Dataset:
         return parts[0]
     runs = pd.concat([p.runs for p in parts], ignore_index=True, sort=False)
     timers = pd.concat([p.timers for p in parts], ignore_index=True, sort=False)
-    return Dataset(runs=runs, timers=timers, workspaces=[w for p in parts for w in p.workspaces])
+    return Dataset(
+        runs=runs,
+        timers=timers,
+        workspaces=[w for p in parts for w in p.workspaces],
+        sources=[s for p in parts for s in p.sources],
+    )
 
 
 def from_frames(

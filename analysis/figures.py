@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from analysis.registry import FigureData, Needs, SkipFigure, figure
 from analysis.style import color_for, marker_for, save_figure, size_axis
+from study.units import human_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -387,8 +388,6 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
     import numpy as np
     from matplotlib.colors import TwoSlopeNorm
 
-    from study.units import human_size
-
     table = _speedups(data)
     if table.empty:
         raise SkipFigure("no message size measured with both nccl and nvrar")
@@ -516,7 +515,6 @@ def nccl_algorithm_map(data: FigureData, out_dir: Path) -> list[dict[str, Path]]
 
     from analysis.nccl_log import algorithm_map
     from analysis.style import PALETTE
-    from study.units import human_size
 
     amap = algorithm_map(data.nccl)
     if amap.empty:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from study.results import ResultError, read_result
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -232,8 +234,6 @@ def workspace_decisions(workspace: str | os.PathLike[str]) -> pd.DataFrame:
     The rank count falls back to the attempt's results.json topology where the log lacks it.
     """
     import pandas as pd
-
-    from study.results import ResultError, read_result
 
     frames = []
     unparsed = 0

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from study.errors import InputError
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -198,8 +200,6 @@ def plot_all(
     wanted = list(only) if only else list(registry)
     unknown = [n for n in wanted if n not in registry]
     if unknown:
-        from study.errors import InputError
-
         raise InputError(
             f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(sorted(registry))}", key="--only"
         )

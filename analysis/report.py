@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.dataset import Dataset, value_or_none
+from study.results import ResultError, atomic_write_text, git_state, read_result
+from study.units import human_size
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -106,7 +108,6 @@ def analyse(ds: Dataset) -> Analyses:
 
 def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = None) -> list[str]:
     """The findings as sentences: bottlenecks, NVRAR/NCCL speedups and crossovers, NCCL's choices."""
-    from study.units import human_size
 
     out: list[str] = []
     # Innermost scopes first: "decode" says more about a bottleneck than the whole run does.
@@ -160,7 +161,6 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
 def _fastest_sentences(fastest: pd.DataFrame) -> list[str]:
     """Which algorithm is fastest over which sizes, per configuration: whatever algorithms a sweep
     measured (NVRAR's schedule against ring, tree or gloo as much as NVRAR against NCCL)."""
-    from study.units import human_size
 
     if fastest.empty:
         return []
@@ -193,8 +193,6 @@ def _fastest_sentences(fastest: pd.DataFrame) -> list[str]:
 def _provenance(ds: Dataset) -> list[tuple[str, str]]:
     """Where the data and the report come from: commits, versions, hosts, systems, dates."""
     from importlib import metadata
-
-    from study.results import ResultError, git_state, read_result
 
     runs = ds.runs
     rows: list[tuple[str, str]] = []
@@ -389,7 +387,6 @@ def write_report(
     `nccl` gives NCCL's decisions directly (predicted ones) instead of parsing the workspaces' logs."""
     from analysis.nccl_log import algorithm_map
     from analysis.registry import FigureData, plot_all
-    from study.results import atomic_write_text
 
     out_path = Path(out_path)
     out_dir = out_path.parent

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.results import atomic_write
+from study.units import format_size, human_size
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     import pandas as pd
@@ -110,8 +111,6 @@ def size_axis(ax: Any, axis: str = "x", ticks: Any = None, most: int = 12) -> No
     spelt exactly (64KiB); else powers of two, rounded (128 KiB). The one size axis of every figure."""
     import matplotlib.ticker as mticker
     import numpy as np
-
-    from study.units import format_size, human_size
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import InputError
+from study.results import ResultError, attempt_folders, read_result
 
 if TYPE_CHECKING:  # pragma: no cover
     import hatchet
@@ -54,7 +55,6 @@ def find_results(target: str | os.PathLike[str]) -> list[Path]:
 
 def _attempt_results(run_dir: Path) -> list[Path]:
     """The results.json of a run's attempts, oldest first (the attempt layout is study.collect's)."""
-    from study.collect import attempt_folders
 
     return [
         Path(folder, "results.json")
@@ -64,7 +64,6 @@ def _attempt_results(run_dir: Path) -> list[Path]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    from study.results import ResultError, read_result
 
     try:
         return read_result(path)

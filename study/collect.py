@@ -22,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from study.plan import load_plan_json
-from study.results import TIMER_TABLE_COLUMNS, ResultError, atomic_write, flatten_timers, read_result
+from study.results import (
+    TIMER_TABLE_COLUMNS,
+    ResultError,
+    atomic_write,
+    attempt_folders,
+    flatten_timers,
+    read_result,
+)
 from study.schedulers.base import JobState, exit_reason
 
-ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
 # Above this many runs, collection reads result files in worker processes.
 PARALLEL_MIN_RUNS = 2000
 PARALLEL_WORKERS = 8
@@ -68,17 +74,6 @@ class Outcome:
     reason: str | None = None
     result: dict[str, Any] | None = None
     corrupt: str | None = None
-
-
-def attempt_folders(run_dir: str | os.PathLike[str]) -> list[tuple[int, str]]:
-    """The run's attempt folders (as strings: collecting 10,000 runs feels pathlib), oldest first."""
-    run_dir = os.fspath(run_dir)
-    try:
-        names = os.listdir(run_dir)
-    except FileNotFoundError:
-        return []
-    found = [(int(m.group(1)), os.path.join(run_dir, n)) for n in names if (m := ATTEMPT_RE.match(n))]
-    return sorted(found)
 
 
 def job_reason(state: JobState | str | None, detail: str | None = None) -> str:

@@ -655,26 +655,13 @@ def engine_table(
 
 
 def load_measurements(workspace: str | Path):
-    """The collected dataset of a workspace (or a dataset file), with the columns the fit needs."""
-    import pandas as pd
+    """The ok rows of a workspace's collected dataset (or of a dataset file), read and checked by
+    analysis.dataset like every other reader of datasets, with the columns the fit needs."""
+    from analysis.dataset import load_workspace
 
-    path = Path(workspace)
-    if path.is_dir():
-        candidates = [path / "dataset.parquet", path / "dataset.csv"]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise InputError(
-                "no dataset.parquet or dataset.csv",
-                file=str(path),
-                hint="run `study collect` on the workspace first",
-            )
-        path = found
-    elif not path.is_file():
-        raise InputError("no such workspace or dataset file", file=str(path))
-    try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, low_memory=False)
-    except Exception as exc:  # pyarrow and pandas raise several unrelated types for a damaged file
-        raise InputError(f"cannot read the dataset: {exc}", file=str(path)) from exc
+    data = load_workspace(workspace)
+    path = data.sources[0]
+    df = data.ok
     missing = [c for c in DATASET_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(
@@ -682,8 +669,6 @@ def load_measurements(workspace: str | Path):
             file=str(path),
             key=missing[0],
         )
-    if "status" in df.columns:
-        df = df[df["status"] == "ok"]
     return df.dropna(subset=["latency_us", "size_bytes"]), path
 
 

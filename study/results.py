@@ -177,6 +177,22 @@ def default_results_path(explicit: str | os.PathLike[str] | None = None) -> Path
     return Path(explicit or os.environ.get(ENV_RESULTS) or "results.json")
 
 
+# Where a run's results live in a workspace: runs/<run_id>/attempt-<n>/results.json, one folder per
+# attempt (the job script makes it; attempt-1 is the first).
+ATTEMPT_RE = re.compile(r"^attempt-(\d+)$")
+
+
+def attempt_folders(run_dir: str | os.PathLike[str]) -> list[tuple[int, str]]:
+    """The run's attempt folders (as strings: collecting 10,000 runs feels pathlib), oldest first."""
+    run_dir = os.fspath(run_dir)
+    try:
+        names = os.listdir(run_dir)
+    except FileNotFoundError:
+        return []
+    found = [(int(m.group(1)), os.path.join(run_dir, n)) for n in names if (m := ATTEMPT_RE.match(n))]
+    return sorted(found)
+
+
 def _process_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from study.collect import attempt_folders, job_reason, judge_attempt
+from study.collect import job_reason, judge_attempt
 from study.errors import InputError, StudyError
 from study.plan import check_location, load_plan_json
+from study.results import attempt_folders
 from study.schedulers.base import JobState, JobStatus, Scheduler, SchedulerError, get_scheduler
 from study.state import (
     PLANNED,

@@ -47,6 +47,9 @@ ALLOWED = {
 }
 # What the payload may take from study/: the results contract only.
 PAYLOAD_STUDY_MODULES = {"study.results", "study"}
+# The direction between the harness and the analyses is one way: study/ calls analysis/, and analysis/
+# takes from study/ only these contract modules, which import nothing of the project themselves.
+ANALYSIS_STUDY_MODULES = {"study.results", "study.errors", "study.units"}
 # What the harness may take from engine/: the engine's parameter table, plain data (no torch).
 HARNESS_ENGINE_MODULES = {"engine.flags"}
 
@@ -83,6 +86,10 @@ def _violations(folder: str) -> list[str]:
                 bad.append(where)
             elif folder in ("engine", "collectives") and top == "study" and name not in PAYLOAD_STUDY_MODULES:
                 bad.append(where + " (the payload may import only study.results)")
+            elif folder == "analysis" and top == "study" and name not in ANALYSIS_STUDY_MODULES:
+                bad.append(
+                    where + " (analysis takes only the contract modules of study: results, errors, units)"
+                )
             elif folder in ("study", "analysis") and top == "engine" and name in HARNESS_ENGINE_MODULES:
                 continue
             elif folder in ("study", "analysis") and top in ("torch", "engine"):
@@ -93,6 +100,13 @@ def _violations(folder: str) -> list[str]:
 @pytest.mark.parametrize("folder", sorted(ALLOWED))
 def test_folder_imports_follow_the_design(folder):
     assert _violations(folder) == []
+
+
+@pytest.mark.parametrize("module", sorted(ANALYSIS_STUDY_MODULES | PAYLOAD_STUDY_MODULES - {"study"}))
+def test_the_contract_modules_import_nothing_of_the_project(module):
+    path = ROOT / (module.replace(".", "/") + ".py")
+    project = {"study", "analysis", "engine", "collectives"}
+    assert [f"{line}: {name}" for line, name in _imports(path) if name.split(".")[0] in project] == []
 
 
 def test_results_contract_imports_without_third_party_packages():

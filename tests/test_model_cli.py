@@ -168,6 +168,9 @@ def _workspace(folder: Path, system: str, *, noise: float = 0.01, seed: int = 3)
                 rows.append(
                     {
                         "experiment": "allreduce",
+                        "run_id": f"{algorithm}-{nodes}",
+                        "repeat": 0,
+                        "kind": "collective",
                         "status": "ok",
                         "system": system,
                         "algorithm": algorithm,
@@ -181,6 +184,9 @@ def _workspace(folder: Path, system: str, *, noise: float = 0.01, seed: int = 3)
     rows.append(
         {
             "experiment": "allreduce",
+            "run_id": "nvrar-4-failed",
+            "repeat": 0,
+            "kind": "collective",
             "status": "failed",
             "system": system,
             "algorithm": "nvrar",
@@ -243,6 +249,11 @@ def test_fit_refuses_too_little_data(tmp_path: Path, fitted_dir: Path, monkeypat
     ws.mkdir()
     pd.DataFrame(
         {
+            "experiment": ["e"] * 3,
+            "run_id": ["a", "b", "c"],
+            "repeat": [0] * 3,
+            "kind": ["collective"] * 3,
+            "status": ["ok"] * 3,
             "system": ["gamma"] * 3,
             "algorithm": ["nvrar"] * 3,
             "nodes": [2] * 3,
@@ -301,7 +312,9 @@ def test_fit_reads_the_cpu_reference_backends_as_their_schedules(
 def test_fit_names_a_missing_column(tmp_path: Path, fitted_dir: Path, capsys) -> None:
     ws = tmp_path / "nocol"
     ws.mkdir()
-    pd.DataFrame({"system": ["x"], "algorithm": ["ring"], "nodes": [1]}).to_csv(
+    identity = {"experiment": ["e"], "run_id": ["r"], "repeat": [0], "kind": ["collective"], "status": ["ok"]}
+    topology = {"nodes": [1], "gpus_per_node": [4], "world_size": [4]}
+    pd.DataFrame(identity | topology | {"system": ["x"], "algorithm": ["ring"]}).to_csv(
         ws / "dataset.csv", index=False
     )
     assert main(["model", "fit", str(ws)]) == 2
