@@ -1,15 +1,15 @@
 """Rendering a workspace: plan.json, plan.csv, the resolved experiment, one spec.json per run and the
-batch scripts, from Jinja2 templates in jobs/templates/.
+batch scripts, from the Jinja2 templates in jobs/templates/.
 
-Shell safety rests on one rule: every value that reaches a script goes through `shell_quote`
-(shlex.quote). The Jinja2 environment applies it to every `{{ ... }}` by itself (its `finalize`), so a
-template cannot forget it; text already made safe (a rendered command line) is marked `Shell`.
-Values put into scheduler directives (`#SBATCH`, `#PBS`) are checked by `directive` instead, which
-refuses anything that could end the directive line or split its value (newlines, spaces, quotes).
+Read top to bottom: `_Context` (what every script of one rendering shares), `render_command` (one run's
+launcher line), `group_runs` and `_render_script` (runs packed into jobs, one script each),
+`build_plan` (all of it in memory), then the two writers, `render_workspace` and `render_jobs` (new
+scripts for reruns). Quoting and the template environment are study/shell.py's, the plan.json codec
+study/plan.py's, the atomic file writes study/files.py's; what belongs to a batch system (its job
+output file, its defaults) is its scheduler's (study/schedulers/).
 
-`plan.json` (schema `study.plan/1`) is the contract with study.submit and study.collect, documented in
-docs/internals.md. Writing is atomic per file (temporary file + rename), plan.json last, and nothing
-is written before every run and script has rendered, so a bad input leaves the workspace untouched.
+Nothing is written before every run and script has rendered, so a bad input leaves the workspace
+untouched; plan.json is written last.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 import yaml
 
-from study.config import Experiment, directive_problem, load_experiment
-from study.errors import InputError, StudyError
+from study.config import Experiment, load_experiment
+from study.errors import InputError
+from study.files import write_files, write_if_changed
 from study.plan import (
     Job,
     JsonLines,
@@ -41,109 +41,15 @@ from study.plan import (
     plan_json_text,
     read_plan,
 )
+from study.schedulers import scheduler_class
+from study.shell import Shell, template_environment
 from study.sweep import Run, canonical_json, expand
 from study.systems import ExternalEngine, System, load_system, resolve_account, system_for
 from study.units import format_walltime
 
 SPEC_SCHEMA = "study.spec/1"
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "templates"
+RunT = TypeVar("RunT", Run, PlanRun)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class Shell(str):
-    """Text that is already safe shell (quoted values joined by the templates); never quoted again."""
-
-
-_QUOTED: dict[str, Shell] = {}
-
-
-def shell_quote(value: Any) -> Shell:
-    """The one quoting filter: numbers as they are, everything else through shlex.quote.
-
-    Quoted strings are remembered: a sweep quotes the same few values (names, paths, parameter
-    JSON shared by repeats) thousands of times.
-    """
-    cls = type(value)
-    if cls is Shell:
-        return value
-    if cls is str:
-        quoted = _QUOTED.get(value)
-        if quoted is None:
-            if len(_QUOTED) > 100_000:
-                _QUOTED.clear()
-            quoted = _QUOTED[value] = Shell(shlex.quote(value))
-        return quoted
-    if cls is int:
-        return Shell(str(value))
-    if isinstance(value, Shell):
-        return value
-    if isinstance(value, bool):
-        return Shell("true" if value else "false")
-    if isinstance(value, int | float):
-        return Shell(repr(value))
-    if value is None:
-        raise StudyError("a template rendered an empty (null) value; check the system and experiment files")
-    return Shell(shlex.quote(str(value)))
-
-
-def directive(value: Any, option: str = "directive") -> Shell:
-    """A value for a `#SBATCH` / `#PBS` line; refused if a newline, space or quote could break the line."""
-    text = str(value)
-    problem = directive_problem(text)
-    if problem:
-        raise InputError(
-            f"refusing to write {text!r} into the scheduler directive {option}: {problem}", key=option
-        )
-    return Shell(text)
-
-
-def env_name(value: Any) -> Shell:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
-        raise InputError(f"{value!r} is not an environment variable name", key="env")
-    return Shell(str(value))
-
-
-_DICT_ATTRIBUTES = frozenset(dir(dict))
-
-
-class _Environment(jinja2.Environment):
-    """Jinja2's environment with a shortcut for `mapping.key` on plain dicts.
-
-    Jinja2 tries the attribute first and falls back to the item through a caught AttributeError; the
-    templates read dict keys (`p.iterations`, `options.qos`, `job.name`) hundreds of thousands of times
-    in a large sweep. A key that is not a dict method name is looked up directly, which gives the
-    same value Jinja2 would; anything else goes the usual way.
-    """
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
-            try:
-                return obj[attribute]
-            except KeyError:
-                pass
-        return super().getattr(obj, attribute)
-
-
-_ENV: jinja2.Environment | None = None
-
-
-def template_environment() -> jinja2.Environment:
-    """The Jinja2 environment for jobs/templates: StrictUndefined, auto-quoting, deterministic output."""
-    global _ENV
-    if _ENV is None:
-        env = _Environment(
-            loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-            auto_reload=False,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            autoescape=False,
-            finalize=shell_quote,
-        )
-        env.filters.update(q=shell_quote, directive=directive, envname=env_name)
-        _ENV = env
-    return _ENV
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -280,9 +186,10 @@ def _job_name(experiment: str, run_ids: list[str], tag: str | None = None) -> st
     return f"{experiment}-{tag}-{digest}" if tag else f"{experiment}-{digest}"
 
 
-def _group_jobs(runs: list[Run], runs_per_job: int) -> list[list[Run]]:
-    """Runs with equal nodes and ranks per node, in sweep order, packed `runs_per_job` to a job."""
-    groups: dict[tuple[int, int], list[Run]] = {}
+def group_runs(runs: list[RunT], runs_per_job: int) -> list[list[RunT]]:
+    """Runs with equal nodes and ranks per node, in the order given, packed `runs_per_job` to a job:
+    the one rule by which a plan's runs become jobs, for a first render and for reruns alike."""
+    groups: dict[tuple[int, int], list[RunT]] = {}
     for run in runs:
         groups.setdefault((run.nodes, run.gpus_per_node), []).append(run)
     return [
@@ -300,7 +207,7 @@ def _render_script(ctx: _Context, name: str, runs: list[PlanRun], params_json: d
         "ranks_per_node": runs[0].gpus_per_node,
         "walltime": format_walltime(sum(r.walltime_s for r in runs)),
         "comment": "study:" + ",".join(r.run_id for r in runs),
-        "output": f"{workspace}/jobs/{name}" + (".%j.out" if ctx.system.scheduler == "slurm" else ".out"),
+        "output": scheduler_class(ctx.system.scheduler).output_path(f"{workspace}/jobs/{name}"),
         "runs": [
             {
                 "run_id": r.run_id,
@@ -375,7 +282,7 @@ def build_plan(
         by_id[run.run_id] = planned
         plan.runs.append(planned)
     texts: dict[str, str] = {}
-    for members in _group_jobs(runs, experiment.resources.runs_per_job):
+    for members in group_runs(runs, experiment.resources.runs_per_job):
         ids = [r.run_id for r in members]
         name = _job_name(experiment.name, ids)
         for run_id in ids:
@@ -433,8 +340,8 @@ def render_workspace(
     files["experiment.yaml"] = yaml.safe_dump(resolved, sort_keys=False)
     files["system.yaml"] = yaml.safe_dump(system_obj.model_dump(mode="json"), sort_keys=False)
     files["plan.csv"] = plan_csv(plan)
-    _write_files(ws, files)
-    _atomic_write(ws / "plan.json", plan_json_text(plan, lines, run_lines), sync=True)
+    write_files(ws, files)
+    write_if_changed(ws / "plan.json", plan_json_text(plan, lines, run_lines), sync=True)
     return plan
 
 
@@ -456,104 +363,23 @@ def render_jobs(workspace: str | Path, run_ids: list[str], tag: str, account: st
         raise InputError(f"run ids not in {ws / 'plan.json'}: {', '.join(unknown)}", key="run_ids")
     by_id = {r.run_id: r for r in plan.runs}
     ordered = [by_id[r] for r in dict.fromkeys(run_ids)]
-    groups: dict[tuple[int, int], list[PlanRun]] = {}
-    for run in ordered:
-        groups.setdefault((run.nodes, run.gpus_per_node), []).append(run)
-    per_job = experiment.resources.runs_per_job
     taken = {j.name for j in plan.jobs} | {p.stem for p in (ws / "jobs").glob("*.sh")}
     jobs: list[Job] = []
     files: dict[str, str] = {}
-    for members in groups.values():
-        for i in range(0, len(members), per_job):
-            chunk = members[i : i + per_job]
-            ids = [r.run_id for r in chunk]
-            name, n = _job_name(experiment.name, ids, tag), 2
-            while name in taken:
-                name, n = f"{_job_name(experiment.name, ids, tag)}-{n}", n + 1
-            taken.add(name)
-            job = Job(name, f"jobs/{name}.sh", ids, chunk[0].nodes, sum(r.walltime_s for r in chunk))
-            files[job.script] = _render_script(ctx, name, chunk, {})
-            jobs.append(job)
-    _write_files(ws, files)
+    for chunk in group_runs(ordered, experiment.resources.runs_per_job):
+        ids = [r.run_id for r in chunk]
+        name, n = _job_name(experiment.name, ids, tag), 2
+        while name in taken:
+            name, n = f"{_job_name(experiment.name, ids, tag)}-{n}", n + 1
+        taken.add(name)
+        job = Job(name, f"jobs/{name}.sh", ids, chunk[0].nodes, sum(r.walltime_s for r in chunk))
+        files[job.script] = _render_script(ctx, name, chunk, {})
+        jobs.append(job)
+    write_files(ws, files)
     plan.jobs.extend(jobs)
     _write_plan(ws, plan)
     return jobs
 
 
 def _write_plan(ws: Path, plan: Plan) -> None:
-    _atomic_write(ws / "plan.json", plan_json_text(plan), sync=True)
-
-
-def _write_files(ws: Path, files: dict[str, str]) -> None:
-    new_dirs: set[str] = set()  # folders this call created: their files cannot exist yet
-    old_dirs: set[str] = set()
-    root = str(ws)
-    for rel, text in files.items():
-        path = f"{root}/{rel}"
-        parent = path.rsplit("/", 1)[0]
-        if parent not in new_dirs and parent not in old_dirs:
-            try:
-                os.mkdir(parent)
-                new_dirs.add(parent)
-            except FileExistsError:
-                old_dirs.add(parent)
-            except FileNotFoundError:
-                os.makedirs(parent)
-                new_dirs.add(parent)
-        mode = 0o755 if rel.endswith(".sh") else 0o644
-        _atomic_write(path, text, mode=mode, parent_exists=True, new=parent in new_dirs)
-
-
-def _atomic_write(
-    path: str | Path,
-    text: str,
-    mode: int = 0o644,
-    sync: bool = False,
-    parent_exists: bool = False,
-    new: bool = False,
-) -> None:
-    """Temp file in the same folder + rename; an unchanged file is left alone (same bytes, same mtime).
-
-    Plain os calls, not file objects: a render writes or compares tens of thousands of small files.
-    `new` says the folder was just created, so there is nothing to compare with.
-    """
-    data = text.encode()
-    path = str(path)
-    if not new:
-        try:
-            if _read_up_to(path, len(data) + 1) == data:
-                return
-        except FileNotFoundError:
-            if not parent_exists:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if sync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_up_to(path: str, size: int) -> bytes:
-    """At most `size` bytes of `path` (all of it if shorter): enough to tell whether it equals a text."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks, left = [], size
-        while left > 0:
-            chunk = os.read(fd, left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    write_if_changed(ws / "plan.json", plan_json_text(plan), sync=True)

@@ -22,7 +22,7 @@ from study.collect import job_reason, judge_attempt
 from study.errors import InputError, StudyError
 from study.plan import check_location, load_plan_json
 from study.results import attempt_folders
-from study.schedulers.base import JobState, JobStatus, Scheduler, SchedulerError, get_scheduler
+from study.schedulers.base import JobState, JobStatus, Scheduler, SchedulerError, scheduler_class
 from study.state import (
     PLANNED,
     RUN_DONE,
@@ -42,10 +42,6 @@ FAULT_ENV = "STUDY_FAULT"
 COMMENT_MAX = 900
 # A job the scheduler keeps not knowing this long after submission is lost (its records were purged).
 LOST_AFTER_S = 600.0
-# Names a scheduler reports for a job whose name it no longer has: on our Slurm 22.05 test cluster,
-# sacct gives JobName "allocation" for a batch job cancelled while it ran (slurmdbd's word for a job
-# record without a name). Such an answer neither confirms nor contradicts our name.
-NAMELESS = ("allocation",)
 # How long `wait` lets the jobs of finished runs take to end before returning anyway.
 JOB_END_GRACE_S = 30.0
 
@@ -97,12 +93,6 @@ def job_comment(workspace: Path, runs: list[str]) -> str:
     return text if len(text) <= COMMENT_MAX else text[: COMMENT_MAX - 3] + "..."
 
 
-def default_max_parallel(plan: dict[str, Any]) -> int:
-    """Local runs at once: the machine's cores divided by the ranks of the widest run (at least 1)."""
-    ranks = max((int(r.get("world_size") or 1) for r in plan.get("runs", [])), default=1)
-    return max(1, (os.cpu_count() or 1) // max(1, ranks))
-
-
 def open_session(
     workspace: str | os.PathLike[str],
     *,
@@ -114,12 +104,11 @@ def open_session(
     workspace = Path(workspace).resolve()
     plan = load_plan_json(workspace)
     check_location(workspace, plan)
-    options: dict[str, Any] = {}
-    if plan.get("scheduler") == "local":
-        options["max_parallel"] = max_parallel or default_max_parallel(plan)
+    kind = scheduler_class(plan.get("scheduler") or "local")
+    options = kind.session_options(plan, max_parallel)
     if poll_interval_s is not None:
         options["poll_interval_s"] = poll_interval_s
-    scheduler = get_scheduler(plan.get("scheduler") or "local", workspace, **options)
+    scheduler = kind(workspace, **options)
     state = State(workspace)
     session = Session(workspace, plan, state, scheduler)
     if state.read_only:  # nothing can be recorded: show what the store holds (commands that change it fail)
@@ -236,7 +225,7 @@ def refresh(session: Session) -> dict[str, int]:
         answers = session.scheduler.poll([j.job_id for j in live])
         for job in live:
             status = answers.get(job.job_id) or JobStatus(job.job_id, JobState.UNKNOWN)
-            if status.name and status.name not in (job.name, *NAMELESS):
+            if status.name and status.name != job.name:  # no name: the scheduler could not say
                 # A controller that lost its state hands our id to someone else's job: never adopt
                 # that job's state (nor cancel it); ours is gone.
                 status = JobStatus(

@@ -17,7 +17,7 @@ from engine import run as engine_run
 from engine.external import vllm as vllm_runner
 from engine.flags import FLAGS, study_parameters
 from study.config import BUNDLED_ONLY, PARAMETERS
-from study.render import template_environment
+from study.shell import template_environment
 
 BASE_INFERENCE = {
     "engine": "bundled",

@@ -8,6 +8,16 @@ from study.schedulers.base import (
     SchedulerError,
     get_scheduler,
     register,
+    scheduler_class,
 )
 
-__all__ = ["FoundJob", "JobState", "JobStatus", "Scheduler", "SchedulerError", "get_scheduler", "register"]
+__all__ = [
+    "FoundJob",
+    "JobState",
+    "JobStatus",
+    "Scheduler",
+    "SchedulerError",
+    "get_scheduler",
+    "register",
+    "scheduler_class",
+]

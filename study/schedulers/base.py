@@ -13,9 +13,10 @@ import importlib
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from study.errors import InputError, StudyError
 
@@ -75,6 +76,22 @@ class Scheduler(ABC):
         self.workspace = Path(workspace) if workspace is not None else None
         self.options = options
 
+    @classmethod
+    def output_path(cls, stem: str) -> str:
+        """The job's output file as a job script tells the batch system (`#SBATCH --output`, `#PBS -o`):
+        `stem` plus what this system can put in it (Slurm: the job id)."""
+        return f"{stem}.out"
+
+    def output_file(self, job_id: str, stem: str) -> Path:
+        """Where the output of job `job_id`, whose script asked for `output_path(stem)`, is written."""
+        return Path(self.output_path(stem))
+
+    @classmethod
+    def session_options(cls, plan: Mapping[str, Any], max_parallel: int | None = None) -> dict[str, Any]:
+        """The options a workspace's session opens this scheduler with: from its plan.json and the
+        command line's `--max-parallel` (which only a scheduler that runs the jobs itself takes)."""
+        return {}
+
     @abstractmethod
     def submit(self, script: Path, workdir: Path, job_name: str, comment: str) -> str:
         """Submit one job script; return the scheduler's job id as soon as it has one."""
@@ -132,13 +149,18 @@ def names() -> list[str]:
     return sorted(set(_MODULES) | set(_REGISTRY))
 
 
-def get_scheduler(name: str, workspace: Path | None = None, **options: object) -> Scheduler:
-    """The scheduler registered as `name`, importing its module on first use."""
+def scheduler_class(name: str) -> type[Scheduler]:
+    """The scheduler class registered as `name`, importing its module on first use."""
     if name not in _REGISTRY and name in _MODULES:
         importlib.import_module(_MODULES[name])
     if name not in _REGISTRY:
         raise InputError(f"unknown scheduler {name!r}; known: {', '.join(names())}", key="scheduler")
-    return _REGISTRY[name](workspace, **options)
+    return _REGISTRY[name]
+
+
+def get_scheduler(name: str, workspace: Path | None = None, **options: object) -> Scheduler:
+    """An instance of the scheduler registered as `name`."""
+    return scheduler_class(name)(workspace, **options)
 
 
 def exit_reason(exit_code: int | None, signal_number: int | None = None) -> str:

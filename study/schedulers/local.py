@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,18 @@ def _pid_alive(pid: int) -> bool:
 @register
 class LocalScheduler(Scheduler):
     name = "local"
+
+    @classmethod
+    def session_options(cls, plan: Mapping[str, Any], max_parallel: int | None = None) -> dict[str, Any]:
+        """Runs at once: `--max-parallel`, else the machine's cores divided by the ranks of the plan's
+        widest run (at least 1)."""
+        if max_parallel is None:
+            ranks = max((int(r.get("world_size") or 1) for r in plan.get("runs", [])), default=1)
+            max_parallel = max(1, (os.cpu_count() or 1) // max(1, ranks))
+        return {"max_parallel": max_parallel}
+
+    def output_file(self, job_id: str, stem: str) -> Path:
+        return self.root / "jobs" / job_id / "output"  # the runner's, whatever the script asks for
 
     def __init__(self, workspace: Path | None = None, **options: object) -> None:
         super().__init__(workspace, **options)

@@ -145,8 +145,13 @@ class PbsScheduler(Scheduler):
             return
         proc = self._run(["qdel", *job_ids], check=False)
         benign = ("finished", "Unknown Job", "unknown job", "completed")
-        if proc.returncode != 0 and not any(word in proc.stderr for word in benign):
-            raise SchedulerError(f"qdel exited {proc.returncode}: {proc.stderr.strip()}")
+        if proc.returncode == 0 or any(word in proc.stderr for word in benign):
+            return
+        # qdel's words for a job that has already ended differ between versions (and some say
+        # nothing): a job qstat reports as ended was not an error to cancel.
+        if all(status.state.terminal for status in self.poll(job_ids).values()):
+            return
+        raise SchedulerError(f"qdel exited {proc.returncode}: {proc.stderr.strip()}")
 
     def find_jobs(self, names: Iterable[str]) -> list[FoundJob]:
         wanted = set(names)

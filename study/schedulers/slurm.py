@@ -59,6 +59,10 @@ def parse_exit_code(text: str) -> tuple[int | None, int | None]:
         return None, None
 
 
+# Names sacct gives a job whose name slurmdbd no longer has: on our Slurm 22.05 test cluster, JobName
+# "allocation" for batch jobs once squeue has forgotten them (seen for cancelled and completed jobs).
+# Reported as no name: such an answer neither confirms nor contradicts the name the job was given.
+NAMELESS = ("allocation",)
 SQUEUE_FORMAT = "%i|%T|%r|%j"
 SACCT_FORMAT = "JobIDRaw,State,ExitCode,Reason,JobName"
 
@@ -87,7 +91,7 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
         if len(parts) < 4 or not parts[0]:
             continue
         job_id, native, exit_text, reason = parts[:4]
-        name = parts[4] if len(parts) > 4 else ""
+        name = parts[4] if len(parts) > 4 and parts[4] not in NAMELESS else ""
         code, sig = parse_exit_code(exit_text)
         state = map_state(native)
         words = [] if reason in ("", "None") else [reason]
@@ -102,6 +106,13 @@ def parse_sacct(text: str) -> dict[str, JobStatus]:
 @register
 class SlurmScheduler(Scheduler):
     name = "slurm"
+
+    @classmethod
+    def output_path(cls, stem: str) -> str:
+        return f"{stem}.%j.out"  # sbatch puts the job id in: a rerun's output never overwrites the first
+
+    def output_file(self, job_id: str, stem: str) -> Path:
+        return Path(self.output_path(stem).replace("%j", job_id))
 
     def __init__(self, workspace: Path | None = None, **options: object) -> None:
         super().__init__(workspace, **options)
