@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--average",
         type=int,
         choices=range(len(study_results.STATISTICS)),
-        default=1,
+        default=study_results.STATISTICS.index(study_results.DEFAULT_STATISTIC),
         metavar="{0,1,2,3}",
         help="time over ranks, as nccl-tests: 0 rank 0's, 1 mean (default), 2 minimum, 3 maximum",
     )

@@ -41,6 +41,7 @@ from study.plan import (
     plan_json_text,
     read_plan,
 )
+from study.results import DEFAULT_STATISTIC, STATISTICS
 from study.sweep import Run, canonical_json, expand
 from study.systems import ExternalEngine, System, load_system, resolve_account, system_for
 from study.units import format_walltime
@@ -141,7 +142,9 @@ def template_environment() -> jinja2.Environment:
             autoescape=False,
             finalize=shell_quote,
         )
-        env.filters.update(q=shell_quote, directive=directive, envname=env_name)
+        # `average`: a statistic over ranks → the benchmark's -a value (nccl-tests' -a/--average)
+        env.filters.update(q=shell_quote, directive=directive, envname=env_name, average=STATISTICS.index)
+        env.globals.update(default_statistic=DEFAULT_STATISTIC)
         _ENV = env
     return _ENV
 

@@ -246,6 +246,8 @@ def _json_default(obj: Any) -> Any:
 # values of nccl-tests' -a/--average in order, so STATISTICS[a] is the statistic of `-a a`
 # (0: rank 0's value, 1: the mean over ranks, nccl-tests' default, 2: the minimum, 3: the maximum).
 STATISTICS = ("rank0", "mean", "min", "max")
+# The benchmark's statistic when none is asked for: nccl-tests' default, -a 1.
+DEFAULT_STATISTIC = "mean"
 # Samples written before they carried `statistic` are the maximum over ranks, all the benchmark
 # reported then; read_result fills it in (docs/results.md).
 LEGACY_STATISTIC = "max"
