@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -271,3 +272,34 @@ def test_mpirun_compares_with_open_mpi(tmp_path: Path) -> None:
     assert {s["algorithm"] for s in result["samples"]} == {"reference-rd", "mpi"}
     assert all(s["in_place"] is False for s in result["samples"])
     assert result["params"]["launcher"] == "openmpi"
+
+
+def test_study_runs_the_benchmark_with_its_statistic_and_the_dataset_tells_the_samples_apart(
+    tmp_path: Path,
+) -> None:
+    """The harness end to end on this machine: `statistic: max` renders to `-a 3`, the benchmark runs
+    both placements, and the collected dataset carries `statistic` and `in_place` per sample."""
+    import pandas as pd
+
+    from analysis.dataset import load_workspace
+
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(
+        "version: 1\nname: bench-statistic\nkind: collective\nsystem: local\n"
+        "resources: {nodes: 1, gpus_per_node: 2, walltime: 5m}\n"
+        "fixed: {algorithms: [gloo], sizes: 1KiB, dtype: fp32, iterations: 3, warmup: 1, statistic: max}\n"
+    )
+    ws = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "study.cli", "run", str(experiment), "--workspace", str(ws)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = json.loads((ws / "plan.json").read_text())["runs"]
+    assert " -a 3 " in run["command"] and "-place" not in run["command"]  # both placements: no flag
+    dataset = pd.read_parquet(ws / "dataset.parquet")
+    assert dataset["in_place"].tolist() == [False, True]
+    assert dataset["statistic"].tolist() == ["max", "max"]
+    assert (dataset["latency_us"] == dataset["latency_us_max"]).all()
+    assert (dataset["latency_us_min"] <= dataset["latency_us_mean"]).all()
+    assert (dataset["latency_us_mean"] <= dataset["latency_us_max"]).all()
+    rows = load_workspace(ws).kind("collective")
+    assert set(zip(rows["in_place"], rows["statistic"], strict=True)) == {(False, "max"), (True, "max")}
