@@ -721,7 +721,9 @@ def one_measurement(
                 key="--statistic",
             )
         return df, used, LEGACY_STATISTIC
-    found = sorted(df["statistic"].dropna().astype(str).unique())
+    # Rows of results older than the column (collected beside newer ones) are the maximum over ranks.
+    stats = df["statistic"].where(df["statistic"].notna(), LEGACY_STATISTIC).astype(str)
+    found = sorted(stats.unique())
     if statistic is None:
         if len(found) > 1:
             raise InputError(
@@ -731,7 +733,7 @@ def one_measurement(
                 key="--statistic",
             )
         statistic = found[0] if found else LEGACY_STATISTIC
-    df = df[df["statistic"].astype(str) == statistic]
+    df = df[stats == statistic]
     if df.empty:
         raise InputError(
             f"no samples of statistic {statistic!r} (found: {', '.join(found) or 'none'})",
