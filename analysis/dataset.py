@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from study.errors import InputError
-from study.results import SAMPLE_TYPES, TIMER_TABLE_COLUMNS
+from study.results import LEGACY_STATISTIC, SAMPLE_TYPES, STATISTICS, TIMER_TABLE_COLUMNS
 from study.results import TIMER_TYPES as RESULT_TIMER_TYPES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,6 +182,12 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
         zero = ok & (df["latency_us"] == 0)
         if zero.any():
             raise InputError("a latency of 0 µs is not a measurement", file=source, key="latency_us")
+    if "statistic" in df.columns:
+        bad = set(df["statistic"].dropna().astype(str).unique()) - set(STATISTICS)
+        if bad:
+            raise InputError(
+                f"expected one of {', '.join(STATISTICS)}, found {sorted(bad)}", file=source, key="statistic"
+            )
     for col in ("tp", "pp"):
         if col in df.columns:
             both = ok & df[col].notna()
@@ -211,6 +217,16 @@ def validate_timers(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return df
 
 
+def _legacy_statistic(runs: pd.DataFrame) -> pd.DataFrame:
+    """A dataset collected before samples said their statistic: its latencies are the maximum over
+    ranks (study.results LEGACY_STATISTIC), so its collective rows get that `statistic`."""
+    if "latency_us" in runs.columns and "statistic" not in runs.columns:
+        measured = runs["latency_us"].notna() & (runs["kind"] == "collective")
+        runs["statistic"] = None
+        runs.loc[measured, "statistic"] = LEGACY_STATISTIC
+    return runs
+
+
 def _system_tags(folder: Path, runs: pd.DataFrame) -> pd.DataFrame:
     if "interconnect" not in runs.columns:
         runs["interconnect"] = "unknown"
@@ -236,7 +252,7 @@ def load_workspace(path: str | os.PathLike[str]) -> Dataset:
         runs, runs_src = _read_table(folder, "dataset", required=True)
     else:
         raise InputError("no such workspace or dataset file", file=str(target))
-    runs = _system_tags(folder, validate_runs(runs, str(runs_src)))
+    runs = _system_tags(folder, _legacy_statistic(validate_runs(runs, str(runs_src))))
     timers, timers_src = _read_table(folder, "timers", required=False)
     if timers is None:
         timers = pd.DataFrame(columns=list(TIMER_COLUMNS))

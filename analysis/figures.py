@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from analysis.registry import FigureData, Needs, SkipFigure, figure
 from analysis.style import color_for, marker_for, save_figure, size_axis
+from study.results import SAMPLE_DISTINCTIONS
 from study.units import human_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,9 +114,36 @@ def _pages(df: pd.DataFrame, keys: list[str]):
         yield dict(zip(varying, values, strict=True)), part
 
 
+def _in_place(value: object) -> bool:
+    """A placement cell as a bool: parquet gives booleans, CSV the words True / False."""
+    return str(value).strip().lower() in ("true", "1")
+
+
+def _page_words(page: dict) -> dict[str, str]:
+    """A page's values as a title shows them: the placement and the statistic in words."""
+    words = {}
+    for key, value in page.items():
+        if key == "in_place" and value == value:
+            words[key] = "in-place" if _in_place(value) else "out-of-place"
+        elif key == "statistic" and isinstance(value, str):
+            words[key] = f"{value} over ranks"
+        else:
+            words[key] = f"{key}={value}"
+    return words
+
+
 def _title(base: str, page: dict) -> str:
-    extra = ", ".join(f"{k}={v}" for k, v in page.items())
+    extra = ", ".join(_page_words(page).values())
     return f"{base} ({extra})" if extra else base
+
+
+def _page_slug(name: str, page: dict) -> str:
+    """A file name per page; the placement reads `in-place` / `out-of-place`, not true / false."""
+    values = [
+        ("in-place" if _in_place(v) else "out-of-place") if k == "in_place" and v == v else v
+        for k, v in page.items()
+    ]
+    return _slug(name, *values)
 
 
 # -- strong scaling -------------------------------------------------------------------------------------
@@ -319,7 +347,11 @@ def _speedups(data: FigureData) -> pd.DataFrame:
     )
 
 
-COLL_PAGE_KEYS = ["system", "dtype", "graphs", "in_place", "experiment"]
+# One figure per value of each of these that varies: in-place and out-of-place latencies, or latencies
+# reduced over ranks by different statistics (study.results SAMPLE_DISTINCTIONS), are never drawn or
+# paired as one series.
+COLL_PAGE_KEYS = ["system", "dtype", "graphs", *SAMPLE_DISTINCTIONS, "experiment"]
+INTERCONNECT_PAGE_KEYS = ["dtype", "graphs", *SAMPLE_DISTINCTIONS]
 
 
 @figure("allreduce_latency", Needs(kind="collective", columns=("algorithm", "size_bytes", "latency_us")))
@@ -377,7 +409,7 @@ def allreduce_latency(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         )
         fig.suptitle(_title("All-reduce latency", page))
         fig.tight_layout()
-        written.append(save_figure(fig, part, out_dir, _slug("allreduce_latency", *page.values())))
+        written.append(save_figure(fig, part, out_dir, _page_slug("allreduce_latency", page)))
     return written
 
 
@@ -427,7 +459,7 @@ def speedup_heatmap(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         bar.set_label("speedup NVRAR / NCCL (log scale)")
         fig.suptitle(_title("NVRAR speedup over NCCL", page))
         fig.tight_layout()
-        written.append(save_figure(fig, part, out_dir, _slug("speedup_heatmap", *page.values())))
+        written.append(save_figure(fig, part, out_dir, _page_slug("speedup_heatmap", page)))
     return written
 
 
@@ -463,7 +495,7 @@ def speedup_vs_size(data: FigureData, out_dir: Path) -> list[dict[str, Path]]:
         ax.legend(title=f"{scale_label}; | = crossover")
         fig.suptitle(_title("NVRAR speedup over NCCL", page))
         fig.tight_layout()
-        written.append(save_figure(fig, part, out_dir, _slug("speedup_vs_size", *page.values())))
+        written.append(save_figure(fig, part, out_dir, _page_slug("speedup_vs_size", page)))
     return written
 
 
@@ -581,38 +613,42 @@ def interconnect_allreduce(data: FigureData, out_dir: Path) -> list[dict[str, Pa
 
     table = _latencies(data)
     table = table.assign(system_label=system_label(table))
-    labels = sorted(table["system_label"].unique())
-    algorithms = sorted(table["algorithm"].unique())
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.8), sharey=True, squeeze=False)
-    for ax, label in zip(axes[0], labels, strict=True):
-        sub = table[table["system_label"] == label]
-        for _i, ((alg, n), s) in enumerate(sub.groupby(["algorithm", "nodes"], sort=True)):
-            s = s.sort_values("size_bytes")
-            j = algorithms.index(alg)
-            ax.plot(
-                s["size_bytes"],
-                s["latency_us_median"],
-                color=color_for(alg, j),
-                marker=marker_for(sorted(sub["nodes"].unique()).index(n)),
-                label=f"{alg}, {int(n)} nodes",
-                alpha=0.9,
-            )
-        _size_axis(ax)
-        _log(ax)
-        ax.set_title(label)
-        ax.set_xlabel("message size")
-        ax.tick_params(axis="x", labelrotation=45)
-    handles = {}
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    axes[0][-1].legend(
-        handles.values(), handles.keys(), fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left"
-    )
-    axes[0][0].set_ylabel("latency (µs)")
-    fig.suptitle("All-reduce latency by interconnect")
-    fig.tight_layout()
-    return [save_figure(fig, table, out_dir, "interconnect_allreduce")]
+    written = []
+    # Systems side by side on one page; what must not share a line (graphs, placement, statistic) pages.
+    for page, part in _pages(table, INTERCONNECT_PAGE_KEYS):
+        labels = sorted(part["system_label"].unique())
+        algorithms = sorted(part["algorithm"].unique())
+        fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.8), sharey=True, squeeze=False)
+        for ax, label in zip(axes[0], labels, strict=True):
+            sub = part[part["system_label"] == label]
+            for _i, ((alg, n), s) in enumerate(sub.groupby(["algorithm", "nodes"], sort=True)):
+                s = s.sort_values("size_bytes")
+                j = algorithms.index(alg)
+                ax.plot(
+                    s["size_bytes"],
+                    s["latency_us_median"],
+                    color=color_for(alg, j),
+                    marker=marker_for(sorted(sub["nodes"].unique()).index(n)),
+                    label=f"{alg}, {int(n)} nodes",
+                    alpha=0.9,
+                )
+            _size_axis(ax)
+            _log(ax)
+            ax.set_title(label)
+            ax.set_xlabel("message size")
+            ax.tick_params(axis="x", labelrotation=45)
+        handles = {}
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(label, handle)
+        axes[0][-1].legend(
+            handles.values(), handles.keys(), fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left"
+        )
+        axes[0][0].set_ylabel("latency (µs)")
+        fig.suptitle(_title("All-reduce latency by interconnect", page))
+        fig.tight_layout()
+        written.append(save_figure(fig, part, out_dir, _page_slug("interconnect_allreduce", page)))
+    return written
 
 
 @figure(

@@ -51,6 +51,19 @@ class ReportContext:
     failures: Table | None = None
 
 
+def _measured_as(values: Any) -> str:
+    """Which measurement a latency is, in words ("in-place, max over ranks"): the sample keys of
+    study.results SAMPLE_DISTINCTIONS that `values` (a row or a mapping) carries; "" without them."""
+    words = []
+    placement = value_or_none(values.get("in_place"))
+    if placement is not None:
+        words.append("in-place" if str(placement).strip().lower() in ("true", "1") else "out-of-place")
+    statistic = value_or_none(values.get("statistic"))
+    if isinstance(statistic, str):
+        words.append(f"{statistic} over ranks")
+    return ", ".join(words)
+
+
 def _fmt(value: Any) -> str:
     value = value_or_none(value)
     if value is None:
@@ -117,16 +130,23 @@ def plain_findings(ds: Dataset, an: Analyses, nccl_map: pd.DataFrame | None = No
     if not table.empty:
         best = table.loc[table["speedup"].idxmax()]
         worst = table.loc[table["speedup"].idxmin()]
+
+        def point(row: Any) -> str:
+            measured = _measured_as(row)
+            return f"{human_size(row['size_bytes'])}, {int(row['nodes'])} nodes" + (
+                f", {measured}" if measured else ""
+            )
+
         out.append(
-            f"NVRAR against NCCL: speedups from {worst['speedup']:.2f}× "
-            f"({human_size(worst['size_bytes'])}, {int(worst['nodes'])} nodes) to {best['speedup']:.2f}× "
-            f"({human_size(best['size_bytes'])}, {int(best['nodes'])} nodes) over {len(table)} size × "
-            "configuration points."
+            f"NVRAR against NCCL: speedups from {worst['speedup']:.2f}× ({point(worst)}) to "
+            f"{best['speedup']:.2f}× ({point(best)}) over {len(table)} size × configuration points."
         )
         for row in an.crossovers.itertuples(index=False):
             side = "larger" if row.direction == "above" else "smaller"
             graphs = getattr(row, "graphs", None)
             extra = {True: " with CUDA graphs", False: " without CUDA graphs"}.get(graphs, "")
+            measured = _measured_as(row._asdict())
+            extra += f" ({measured})" if measured else ""
             out.append(
                 f"On {row.system} at {int(row.nodes)} nodes{extra}, NVRAR overtakes NCCL for messages {side} "
                 f"than about {human_size(row.crossover_bytes)} (crossing between "
@@ -184,6 +204,8 @@ def _fastest_sentences(fastest: pd.DataFrame) -> list[str]:
         label = ", ".join(
             f"{k}={_fmt(config[k])}" for k in ("system", "nodes", "world_size", "graphs") if k in config
         )
+        measured = _measured_as(config)
+        label += f", {measured}" if measured and label else measured
         out.append(
             f"Fastest of {int(part['algorithms'].max())} all-reduces ({label}): " + "; ".join(spans) + "."
         )

@@ -27,7 +27,11 @@ def latency_table(df: pd.DataFrame) -> pd.DataFrame:
     if not need <= set(df.columns):
         return pd.DataFrame()
     data = df[df["latency_us"].notna() & df["algorithm"].notna()]
-    keys = [k for k in config_columns(data, exclude=("kind",)) if k not in ("gpu", "scheduler")]
+    # `algorithms` is the run's parameter (the list the benchmark ran, one algorithm per run when swept);
+    # each sample's `algorithm` names its series. Kept as a key, it would keep NCCL's rows and NVRAR's
+    # from ever sharing a configuration.
+    exclude = ("kind", "algorithms", "gpu", "scheduler")
+    keys = config_columns(data, exclude=exclude)
     return summarize(data, keys, ["latency_us"])
 
 

@@ -4,7 +4,8 @@
 #   1. the engine's TP=2 over NCCL gives TP=1's greedy tokens (4-layer 8B shape, fp32);
 #   2. Llama-3.1-8B bf16 decode at TP=2 with each decode all-reduce (nccl, one-shot, two-shot, nvrar);
 #   3. NVRAR correctness with one PE per GPU (1x2: intra-node path over NVLink; 2x1: inter-node path);
-#   4. collectives.bench of nccl, nvrar, one-shot and two-shot across the GPUs, plain and in CUDA graphs.
+#   4. collectives.bench of nccl, nvrar, one-shot and two-shot across the GPUs, plain and in CUDA graphs
+#      (in place, maximum over ranks: the conventions of the tables in bench/RESULTS-collectives.md).
 # Usage: OUT=dir bench/multi_gpu_run.sh   (from the repository root)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +47,6 @@ for mode in plain graphs; do
   MASTER_PORT=$((29000 + RANDOM % 500)) timeout 150 mpirun --oversubscribe -n "$N" -x PYTHONPATH -x PYTHONUNBUFFERED \
     -x NVSHMEM_DISABLE_NVLS -x NVSHMEM_REMOTE_TRANSPORT -x MASTER_PORT -x NCCL_NVLS_ENABLE \
     -x TORCH_SYMM_MEM_DISABLE_MULTICAST python3 -m collectives.bench -b 8K -e 16M -f 2 -n 200 -w 50 \
-    --algo nccl,nvrar,one-shot,two-shot --dtype bf16 --gpus-per-node "$N" "${extra[@]}" \
+    --algo nccl,nvrar,one-shot,two-shot --dtype bf16 -a 3 --in-place --gpus-per-node "$N" "${extra[@]}" \
     --results "$OUT/coll-$mode.json" 2>&1 | tee -a "$LOG" || step "collectives.bench $mode FAILED"
 done

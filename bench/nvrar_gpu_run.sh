@@ -12,7 +12,7 @@ bench() {
   local name="$1"; shift
   MASTER_PORT=$((29000 + RANDOM % 500)) timeout 90 mpirun --oversubscribe -n 2 -x PYTHONPATH -x PYTHONUNBUFFERED \
     -x NVSHMEM_DISABLE_NVLS -x NVSHMEM_REMOTE_TRANSPORT -x MASTER_PORT \
-    python3 -m collectives.bench -b 8K -e 4M -f 8 -n 40 -w 10 --algo nvrar --dtype bf16 \
+    python3 -m collectives.bench -b 8K -e 4M -f 8 -n 40 -w 10 --algo nvrar --dtype bf16 -a 3 --in-place \
     --results "${OUT:-/tmp}/bench-$name.json" "$@" || echo "bench FAIL: $name"
 }
 bench 1x2 --gpus-per-node 2

@@ -248,6 +248,7 @@ def collective_frame(
                                 "redop": "sum",
                                 "graphs": graph,
                                 "in_place": True,
+                                "statistic": "max",
                                 "latency_us": lat,
                                 "algbw_GBps": size / lat / 1e3,
                                 "busbw_GBps": size / lat / 1e3 * 2 * (world - 1) / world,

@@ -1,16 +1,22 @@
 """All-reduce benchmark in the shape of nccl-tests' all_reduce_perf, for every backend of collectives.api.
 
-    python -m collectives.bench -b 64K -e 2M -f 2 --algo nccl,nvrar --dtype bf16 -n 1000 -w 200 [--graphs]
+    python -m collectives.bench -b 64K -e 2M -f 2 --algo nccl,nvrar --dtype bf16 -n 1000 -w 200 [-a 3]
 
 Start it with one process per GPU (or per CPU rank) under torchrun, srun, mpirun or mpiexec. Each
-algorithm prints one nccl-tests block (`size(B) count type redop root time(us) algbw(GB/s) busbw(GB/s)
-#wrong`, busbw = algbw · 2(n−1)/n); `time` is the mean time per call, maximum over ranks, measured
-with CUDA events on GPUs and a monotonic clock on CPUs (after a barrier). With `--graphs`,
-`--graph-calls` calls are captured in one CUDA graph and the graph is replayed. `-c 1` (default) checks
-one call per size against the exact sum: inputs are small integers, exact in every dtype, and
-`#wrong` counts differing elements. On CPUs the default algorithms are our reference schedules plus
-gloo's all_reduce and, when started by mpirun with mpi4py present, Open MPI's Allreduce (`mpi`), as
-sanity data. Rank 0 writes results.json (study/results.py; samples as in docs/results.md).
+algorithm prints one nccl-tests block: per size `size(B) count type redop root`, then the out-of-place
+columns `time(us) algbw(GB/s) busbw(GB/s) #wrong` and the in-place ones, on one row. As nccl-tests,
+each size runs out of place, then in place; `--out-of-place` or `--in-place` runs only that one (its
+columns alone are filled). `time` is the mean time per call on each rank (CUDA events on GPUs, a
+monotonic clock after a barrier on CPUs), reduced over ranks as nccl-tests' `-a/--average` says:
+0 rank 0's value, 1 the mean over ranks (the default), 2 the minimum, 3 the maximum; a comment line
+above the blocks names it. algbw = bytes / time and busbw = algbw · 2(n−1)/n follow from that time.
+With `--graphs`, `--graph-calls` calls are captured in one CUDA graph and the graph is replayed.
+`-c 1` (default) checks one call per size and placement against the exact sum: inputs are small
+integers, exact in every dtype, and `#wrong` counts differing elements. On CPUs the default
+algorithms are our reference schedules plus gloo's all_reduce and, when started by mpirun with mpi4py
+present, Open MPI's Allreduce (`mpi`), as sanity data. Rank 0 writes results.json
+(study/results.py): one sample per (algorithm, size, placement), `latency_us` the chosen statistic,
+`latency_us_min/_max/_mean/_rank0` all four, and `statistic` naming the chosen one (docs/results.md).
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ CPU_DEFAULT = (*REFERENCE_SCHEDULES, "gloo")
 GPU_DEFAULT = ("nccl", "nvrar")
 ALGORITHMS = (*BACKENDS, "mpi")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
+# nccl-tests' -a/--average: the statistic over ranks of `time` (study.results.STATISTICS[a]), in words.
+AVERAGE_WORDS = ("rank 0's value", "mean over ranks", "minimum over ranks", "maximum over ranks")
 
 
 class BenchInputError(ValueError):
@@ -141,7 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph-calls", type=int, default=100, help="calls per captured graph (default 100)")
     p.add_argument("--gpus-per-node", type=int, help="ranks per (virtual) node (default: the launcher's)")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
-    p.add_argument("--out-of-place", action="store_true", help="separate input and output buffers")
+    p.add_argument(
+        "-a",
+        "--average",
+        type=int,
+        choices=range(len(study_results.STATISTICS)),
+        default=study_results.STATISTICS.index(study_results.DEFAULT_STATISTIC),
+        metavar="{0,1,2,3}",
+        help="time over ranks, as nccl-tests: 0 rank 0's, 1 mean (default), 2 minimum, 3 maximum",
+    )
+    placement = p.add_mutually_exclusive_group()
+    placement.add_argument(
+        "--out-of-place",
+        action="store_true",
+        help="only out of place, separate input and output (default: out of place, then in place)",
+    )
+    placement.add_argument("--in-place", action="store_true", help="only in place")
     # Not "--tune": Open MPI reads that flag from the command line of every process it starts (MCA tune file).
     p.add_argument("--autotune", action="store_true", help="nvrar: measure launch parameters, cache them")
     p.add_argument("--results", help="results.json path (default: $STUDY_RESULTS or ./results.json)")
@@ -183,6 +206,9 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if args.no_check:
         args.check = 0
+    # in_place per placement, in nccl-tests' order: out of place first.
+    args.placements = [False] if args.out_of_place else [True] if args.in_place else [False, True]
+    args.statistic = study_results.STATISTICS[args.average]
     if args.gpus_per_node is not None and args.gpus_per_node < 1:
         raise BenchInputError(f"--gpus-per-node: must be at least 1, got {args.gpus_per_node}")
 
@@ -216,6 +242,25 @@ def reduce_over_ranks(value: float, op: Any, device: torch.device) -> float:
     return float(t.item())
 
 
+def statistics_over_ranks(value: float, device: torch.device) -> dict[str, float]:
+    """This rank's value → every statistic of study.results.STATISTICS over the ranks, on every rank."""
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    mine = torch.tensor([value], dtype=torch.float64, device=on)
+    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, mine)
+    values = [float(t.item()) for t in parts]
+    return {"rank0": values[0], "mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def fit_number(value: float, width: int) -> str:
+    """`value` right-aligned in `width` characters with 2 decimals, fewer when it is too wide (nccl-tests)."""
+    for spec in (".2f", ".1f", ".0f"):
+        text = f"{value:>{width}{spec}}"
+        if len(text) <= width:
+            return text
+    return f"{value:>{width}.{1 if width >= 7 else 0}e}"
+
+
 class Measurement:
     """Runs one algorithm over all sizes: check, warm-up, timing; prints rows and returns samples."""
 
@@ -233,9 +278,9 @@ class Measurement:
             out.copy_(x)
             self.ar(out)
 
-    def check(self, count: int) -> int:
+    def check(self, count: int, in_place: bool) -> int:
         x = pattern(self.rank, count, self.dtype, self.device)
-        out = None if not self.args.out_of_place else torch.full_like(x, -1)
+        out = None if in_place else torch.full_like(x, -1)
         self.call(x, out)
         result = x if out is None else out
         if self.device.type == "cuda":
@@ -243,10 +288,10 @@ class Measurement:
         bad = int((result != expected_sum(self.world, count, self.dtype, self.device)).sum().item())
         return int(reduce_over_ranks(bad, dist.ReduceOp.SUM, self.device))
 
-    def time_size(self, count: int) -> float:
+    def time_size(self, count: int, in_place: bool) -> float:
         args = self.args
         x = pattern(self.rank, count, self.dtype, self.device)
-        out = torch.empty_like(x) if args.out_of_place else None
+        out = None if in_place else torch.empty_like(x)
         for _ in range(args.warmup_iters):
             self.call(x, out)
         if not args.graphs:
@@ -271,6 +316,33 @@ class Measurement:
 
         return self.timer.measure(replay, replays * args.graph_calls)
 
+    def sample(self, count: int, nbytes: int, in_place: bool) -> dict[str, Any]:
+        """Check, then time, one placement of one size; the sample of docs/results.md."""
+        wrong = self.check(count, in_place) if self.args.check else None
+        over = statistics_over_ranks(self.time_size(count, in_place), self.device)
+        chosen = over[self.args.statistic]
+        algbw = nbytes / chosen / 1e9
+        return {
+            "algorithm": self.ar.name,
+            "size_bytes": nbytes,
+            "count": count,
+            "dtype": self.args.dtype,
+            "redop": "sum",
+            "graphs": bool(self.args.graphs),
+            "in_place": in_place,
+            "statistic": self.args.statistic,
+            "latency_us": chosen * 1e6,
+            "latency_us_min": over["min"] * 1e6,
+            "latency_us_max": over["max"] * 1e6,
+            "latency_us_mean": over["mean"] * 1e6,
+            "latency_us_rank0": over["rank0"] * 1e6,
+            "algbw_GBps": algbw,
+            "busbw_GBps": algbw * 2 * (self.world - 1) / self.world,
+            "wrong": wrong,
+            "iterations": self.args.iters,
+            "warmup": self.args.warmup_iters,
+        }
+
     def run(self, sizes: list[int], emit: Callable[[str], None]) -> list[dict[str, Any]]:
         esize = torch.tensor([], dtype=self.dtype).element_size()
         samples = []
@@ -279,42 +351,44 @@ class Measurement:
             if count == 0:
                 continue
             nbytes = count * esize
-            wrong = self.check(count) if self.args.check else None
-            mean_s = self.time_size(count)
-            worst = reduce_over_ranks(mean_s, dist.ReduceOp.MAX, self.device)
-            best = reduce_over_ranks(mean_s, dist.ReduceOp.MIN, self.device)
-            algbw = nbytes / worst / 1e9
-            busbw = algbw * 2 * (self.world - 1) / self.world
-            emit(
-                f"{nbytes:>12} {count:>13} {NCCL_TYPE_NAMES[self.args.dtype]:>9} {'sum':>7} {-1:>7} "
-                f"{worst * 1e6:>8.2f} {algbw:>7.2f} {busbw:>7.2f} {('N/A' if wrong is None else wrong):>6}"
-            )
-            samples.append(
-                {
-                    "algorithm": self.ar.name,
-                    "size_bytes": nbytes,
-                    "count": count,
-                    "dtype": self.args.dtype,
-                    "redop": "sum",
-                    "graphs": bool(self.args.graphs),
-                    "in_place": not self.args.out_of_place,
-                    "latency_us": worst * 1e6,
-                    "latency_us_min": best * 1e6,
-                    "latency_us_max": worst * 1e6,
-                    "algbw_GBps": algbw,
-                    "busbw_GBps": busbw,
-                    "wrong": wrong,
-                    "iterations": self.args.iters,
-                    "warmup": self.args.warmup_iters,
-                }
-            )
+            measured = {in_place: self.sample(count, nbytes, in_place) for in_place in self.args.placements}
+            emit(table_row(nbytes, count, NCCL_TYPE_NAMES[self.args.dtype], measured))
+            samples.extend(measured.values())
         return samples
 
 
-HEADER = (
-    "#       size         count      type   redop    root     time   algbw   busbw #wrong\n"
-    "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)"
+def table_row(nbytes: int, count: int, type_name: str, measured: dict[bool, dict[str, Any]]) -> str:
+    """One size's row: the out-of-place columns, then the in-place ones; a placement not run is blank."""
+    groups = []
+    for in_place in (False, True):
+        s = measured.get(in_place)
+        if s is None:
+            groups.append(" " * GROUP_WIDTH)
+            continue
+        wrong = "N/A" if s["wrong"] is None else s["wrong"]
+        groups.append(
+            f"  {fit_number(s['latency_us'], 7)}  {fit_number(s['algbw_GBps'], 6)}"
+            f"  {fit_number(s['busbw_GBps'], 6)}  {wrong:>5}"
+        )
+    return (f"{nbytes:>12}  {count:>12}  {type_name:>8}  {'sum':>6}  {-1:>6}" + "".join(groups)).rstrip()
+
+
+# nccl-tests' column headers, character for character; each placement's columns take GROUP_WIDTH.
+HEADER = "\n".join(
+    (
+        f"#{'out-of-place':>74}{'in-place':>31}{'':10}",
+        "#       size         count      type   redop    root     time   algbw   busbw #wrong     time"
+        "   algbw   busbw #wrong",
+        "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)            (us)"
+        "  (GB/s)  (GB/s)       ",
+    )
 )
+GROUP_WIDTH = 32
+PLACEMENT_WORDS = {
+    (False, True): "out-of-place, then in-place",
+    (False,): "out-of-place",
+    (True,): "in-place",
+}
 
 
 def tune_nvrar(ar: AllReduce, args: argparse.Namespace, device: torch.device, sizes: list[int]) -> str:
@@ -365,7 +439,9 @@ def run(args: argparse.Namespace) -> int:
             "warmup": args.warmup_iters,
             "graphs": bool(args.graphs),
             "graph_calls": args.graph_calls if args.graphs else None,
-            "in_place": not args.out_of_place,
+            "placements": ["in-place" if in_place else "out-of-place" for in_place in args.placements],
+            "average": args.average,
+            "statistic": args.statistic,
             "check": bool(args.check),
             "device": args.device,
             "launcher": info.launcher,
@@ -377,9 +453,13 @@ def run(args: argparse.Namespace) -> int:
     sizes = sizes_between(args.min_bytes, args.max_bytes, args.stepfactor)
     emit(
         f"# collectives.bench all_reduce: {world} ranks ({world // gpn} nodes x {gpn}), {args.device}, "
-        f"{args.dtype}, {'out-of-place' if args.out_of_place else 'in-place'}, "
+        f"{args.dtype}, {PLACEMENT_WORDS[tuple(args.placements)]}, "
         f"{f'{args.graph_calls} calls per CUDA graph' if args.graphs else 'plain launches'}, "
         f"{args.iters} iterations after {args.warmup_iters} warm-up"
+    )
+    emit(
+        f"# time: {AVERAGE_WORDS[args.average]} (-a {args.average}) of each rank's mean time per call; "
+        "algbw and busbw from it"
     )
     skipped, wrong_total = {}, 0
     for name in args.algos:

@@ -24,6 +24,7 @@ from collectives.dtypes import BENCH_DTYPES, FLOAT_DTYPES
 from engine.flags import Flag, study_parameters
 from study.errors import InputError
 from study.expr import ExprError, Expression, compile_expr
+from study.results import STATISTICS
 from study.units import parse_duration, parse_size
 from study.yamlpos import Positions, dotted, load_yaml, suggest
 
@@ -149,6 +150,9 @@ ALLREDUCE_CHOICES = (
 # import the benchmark, which needs torch).
 COLLECTIVE_ALGORITHMS = (*ALLREDUCE_CHOICES, "mpi")
 DTYPES = FLOAT_DTYPES  # collectives/dtypes.py: one list for the harness and the payload
+# Which placements a collective benchmark runs: both (out of place, then in place, the benchmark's
+# default, as nccl-tests) or one of them.
+PLACEMENTS = ("both", "out-of-place", "in-place")
 
 
 def _flag_checker(flag: Flag) -> Checker:
@@ -183,6 +187,10 @@ PARAMETERS: dict[str, dict[str, Checker]] = {
         "graphs": _boolean,
         "graph_calls": _int_at_least(1),
         "check": _boolean,
+        # the statistic over ranks the benchmark reports as `latency_us` (-a, study/results.py STATISTICS)
+        "statistic": _one_of(*STATISTICS),
+        "placement": _one_of(*PLACEMENTS),
+        # the older spelling of one placement: true is placement out-of-place, false in-place
         "out_of_place": _boolean,
         "virtual_gpus_per_node": _int_at_least(1),
     },

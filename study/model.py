@@ -18,7 +18,7 @@ import numpy as np
 
 from collectives import costmodel as cm
 from study.errors import InputError, StudyError
-from study.results import atomic_write_text
+from study.results import LEGACY_STATISTIC, STATISTICS, atomic_write_text
 from study.systems import SYSTEMS_DIR, System, load_system
 from study.units import format_size, parse_size
 
@@ -672,6 +672,62 @@ def load_measurements(workspace: str | Path):
     return df.dropna(subset=["latency_us", "size_bytes"]), path
 
 
+PLACEMENTS = ("in-place", "out-of-place")
+
+
+def one_measurement(
+    df, path: Path, placement: str | None = None, statistic: str | None = None
+) -> tuple[Any, str | None, str]:
+    """The rows of one placement and one statistic over ranks (study.results SAMPLE_DISTINCTIONS),
+    never the two placements or two statistics pooled as if they were repeats.
+
+    `placement` defaults to in-place where the data has it (the all-reduce the engine makes; every
+    backend, without the copy an out-of-place call may add), else out-of-place; a dataset without
+    `in_place` is taken as it is. `statistic` defaults to the only one the data holds; a dataset
+    without the column is the maximum over ranks (study.results LEGACY_STATISTIC). Returns the rows,
+    the placement used (None without the column) and the statistic."""
+    if placement is not None and placement not in PLACEMENTS:
+        raise InputError(f"expected one of {', '.join(PLACEMENTS)}, got {placement!r}", key="--placement")
+    if statistic is not None and statistic not in STATISTICS:
+        raise InputError(f"expected one of {', '.join(STATISTICS)}, got {statistic!r}", key="--statistic")
+    used = None
+    if "in_place" in df.columns:
+        # CSV gives strings ("True"/"False"), parquet booleans: compare on the spelled-out value.
+        in_place = df["in_place"].map(lambda v: str(v).strip().lower() in ("true", "1"))
+        used = placement or ("in-place" if in_place.any() else "out-of-place")
+        df = df[in_place == (used == "in-place")]
+        if df.empty:
+            raise InputError(f"no {used} samples", file=str(path), key="--placement")
+    if "statistic" not in df.columns:
+        if statistic not in (None, LEGACY_STATISTIC):
+            raise InputError(
+                f"the dataset's latencies are the {LEGACY_STATISTIC} over ranks (it has no statistic column)",
+                file=str(path),
+                key="--statistic",
+            )
+        return df, used, LEGACY_STATISTIC
+    # Rows of results older than the column (collected beside newer ones) are the maximum over ranks.
+    stats = df["statistic"].where(df["statistic"].notna(), LEGACY_STATISTIC).astype(str)
+    found = sorted(stats.unique())
+    if statistic is None:
+        if len(found) > 1:
+            raise InputError(
+                f"the samples hold latencies of {len(found)} statistics over ranks ({', '.join(found)}); "
+                "choose one with --statistic",
+                file=str(path),
+                key="--statistic",
+            )
+        statistic = found[0] if found else LEGACY_STATISTIC
+    df = df[stats == statistic]
+    if df.empty:
+        raise InputError(
+            f"no samples of statistic {statistic!r} (found: {', '.join(found) or 'none'})",
+            file=str(path),
+            key="--statistic",
+        )
+    return df, used, statistic
+
+
 @dataclass
 class WorkspaceFit:
     system: str
@@ -680,12 +736,20 @@ class WorkspaceFit:
     data: Any  # the rows used, with predictions and residuals
     dropped: dict[str, int]
     dataset: Path
+    placement: str | None = None  # in-place or out-of-place; None where the data does not say
+    statistic: str = LEGACY_STATISTIC  # over ranks, of the latencies fitted
 
 
 def fit_workspace(
-    workspace: str | Path, system: str | None = None, fixed: tuple[str, ...] = (), graphs: bool | None = None
+    workspace: str | Path,
+    system: str | None = None,
+    fixed: tuple[str, ...] = (),
+    graphs: bool | None = None,
+    placement: str | None = None,
+    statistic: str | None = None,
 ) -> WorkspaceFit:
-    """Fit α and β per level of one system from a workspace's collective samples."""
+    """Fit α and β per level of one system from a workspace's collective samples of one placement and
+    one statistic over ranks (`one_measurement` says which by default)."""
     df, path = load_measurements(workspace)
     systems = sorted(df["system"].dropna().astype(str).unique())
     if system is None:
@@ -705,6 +769,7 @@ def fit_workspace(
         # CSV gives strings ("True"/"False"), parquet booleans: compare on the spelled-out value.
         timed_in_graphs = df["graphs"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
         df = df[timed_in_graphs == graphs]
+    df, placement, statistic = one_measurement(df, path, placement, statistic)
     df = df.assign(model=df["algorithm"].astype(str).map(cm.MODEL_OF_BACKEND))
     usable = df["model"].isin(cm.ALGORITHMS)
     dropped = df.loc[~usable, "algorithm"].astype(str).value_counts().to_dict()
@@ -734,7 +799,7 @@ def fit_workspace(
         raise InputError(f"cannot fit {system} from {path}: {exc}{missing}", key="dataset") from exc
     df["predicted_us"] = result.predicted_us
     df["relative_residual"] = result.relative_residuals
-    return WorkspaceFit(system, result, prior, df, dropped, path)
+    return WorkspaceFit(system, result, prior, df, dropped, path, placement, statistic)
 
 
 def fit_document(fit: WorkspaceFit) -> dict[str, Any]:
@@ -761,6 +826,8 @@ def fit_document(fit: WorkspaceFit) -> dict[str, Any]:
         "fit": {
             "system": fit.system,
             "dataset": str(fit.dataset),
+            "placement": fit.placement,
+            "statistic": fit.statistic,
             "samples": r.samples,
             "iterations": r.iterations,
             "converged": r.converged,

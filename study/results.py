@@ -258,12 +258,26 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+# What a collective sample's `latency_us` is over the ranks (each rank's mean time per call): the
+# values of nccl-tests' -a/--average in order, so STATISTICS[a] is the statistic of `-a a`
+# (0: rank 0's value, 1: the mean over ranks, nccl-tests' default, 2: the minimum, 3: the maximum).
+STATISTICS = ("rank0", "mean", "min", "max")
+# The benchmark's statistic when none is asked for: nccl-tests' default, -a 1.
+DEFAULT_STATISTIC = "mean"
+# Samples written before they carried `statistic` are the maximum over ranks, all the benchmark
+# reported then; read_result fills it in (docs/results.md).
+LEGACY_STATISTIC = "max"
+# The sample keys that say which measurement a latency is: two samples of one configuration and size
+# that differ in one of them are different measurements, never repeats to pool (docs/analysis.md).
+SAMPLE_DISTINCTIONS = ("in_place", "statistic")
+
 # One sample's keys and their types (docs/results.md, "Collective samples"); None stands for "not
 # measured". Other keys are free, but one whose name carries a unit (`_us`, `_GBps`, ...) is a number.
 SAMPLE_TYPES: dict[str, type] = {
     "algorithm": str,
     "dtype": str,
     "redop": str,
+    "statistic": str,
     "graphs": bool,
     "in_place": bool,
     "size_bytes": int,
@@ -274,6 +288,8 @@ SAMPLE_TYPES: dict[str, type] = {
     "latency_us": float,
     "latency_us_min": float,
     "latency_us_max": float,
+    "latency_us_mean": float,
+    "latency_us_rank0": float,
     "algbw_GBps": float,
     "busbw_GBps": float,
 }
@@ -283,7 +299,8 @@ MAX_TIMER_DEPTH = 64  # deeper trees are not timer trees; the limit keeps valida
 
 def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate one results.json; every problem raises ResultError naming the file and key,
-    whatever the file holds (binary bytes, nesting deep enough to exhaust the parser)."""
+    whatever the file holds (binary bytes, nesting deep enough to exhaust the parser). A latency sample
+    without `statistic` (written before samples carried it) gets LEGACY_STATISTIC."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -298,6 +315,9 @@ def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
     except RecursionError as exc:
         raise ResultError(f"{path}: not a result: nested too deeply to read") from exc
     validate_result(data, source=str(path))
+    for sample in data["samples"]:
+        if "latency_us" in sample and "statistic" not in sample:
+            sample["statistic"] = LEGACY_STATISTIC
     return data
 
 
@@ -359,6 +379,11 @@ def validate_result(data: Any, *, source: str = "<result>") -> None:
             problem = _sample_error(str(key), value)
             if problem:
                 fail(f"samples[{i}].{key}", problem)
+        if sample.get("statistic") is not None and sample["statistic"] not in STATISTICS:
+            fail(
+                f"samples[{i}].statistic",
+                f"expected one of {', '.join(STATISTICS)}, got {sample['statistic']!r}",
+            )
     for i, node in enumerate(data["timers"]):
         _validate_timer_node(node, f"timers[{i}]", fail)
 

@@ -18,6 +18,7 @@ import jinja2
 
 from study.config import directive_problem
 from study.errors import InputError, StudyError
+from study.results import DEFAULT_STATISTIC, STATISTICS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "templates"
 
@@ -113,6 +114,8 @@ def template_environment() -> jinja2.Environment:
             autoescape=False,
             finalize=shell_quote,
         )
-        env.filters.update(q=shell_quote, directive=directive, envname=env_name)
+        # `average`: a statistic over ranks → the benchmark's -a value (nccl-tests' -a/--average)
+        env.filters.update(q=shell_quote, directive=directive, envname=env_name, average=STATISTICS.index)
+        env.globals.update(default_statistic=DEFAULT_STATISTIC)
         _ENV = env
     return _ENV

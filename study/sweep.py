@@ -172,6 +172,12 @@ def _check_engine(values: dict[str, Any], sources: dict, pos: Positions) -> None
 
 
 def _apply_kind_defaults(kind: str, values: dict[str, Any], sources: dict, pos: Positions) -> None:
+    if kind == "collective" and "placement" in values and "out_of_place" in values:
+        raise pos.error(
+            sources.get("out_of_place", ("kind",)),
+            "`out_of_place` is the older spelling of `placement`: give one of them",
+            hint="placement: both, out-of-place or in-place",
+        )
     if kind == "inference":
         _check_engine(values, sources, pos)
         pp = values.setdefault("pp", 1)

@@ -193,6 +193,16 @@ def test_known_speedup_and_crossover(collective):
         assert cross.loc[n, "size_lo"] < syn.crossover_bytes(n) < cross.loc[n, "size_hi"]
 
 
+def test_speedup_pairs_runs_whose_algorithms_parameter_differs(collective):
+    # A swept `algorithms` gives each run its own list (["nccl"], ["nvrar"]): a column as collect writes it.
+    rows = collective.kind("collective")
+    rows = rows.assign(algorithms=rows["algorithm"].map(lambda a: f'["{a}"]'))
+    table = speedup_table(rows)
+    assert len(table) == 3 * 6 and "algorithms" not in table.columns
+    for row in table.itertuples(index=False):
+        assert row.speedup == pytest.approx((row.size_bytes / syn.crossover_bytes(row.nodes)) ** 0.5)
+
+
 def test_crossover_below_and_at_a_measured_point():
     # NVRAR faster for small messages: 2x at 64 KiB, 1x exactly at 256 KiB, 0.5x at 1 MiB.
     sizes = [65536, 262144, 1048576]

@@ -110,6 +110,9 @@ def test_sample_values_follow_the_sample_schema() -> None:
         ("graphs", "yes", "expected a true or false"),
         ("algorithm", 3, "expected a string"),
         ("custom_latency_us", "slow", "expected a number"),  # any key that names a unit is a number
+        ("statistic", 3, "expected a string"),
+        ("statistic", "median", "expected one of rank0, mean, min, max, got 'median'"),
+        ("latency_us_mean", "fast", "expected a number"),
     ):
         bad = {**result, "samples": [{**result["samples"][0], key: value}]}
         with pytest.raises(R.ResultError, match=rf"samples\[0\]\.{key}: {message}"):
@@ -126,3 +129,15 @@ def test_a_timer_tree_too_deep_or_with_bad_children_is_refused() -> None:
     flat = {"frame": {"name": "n"}, "metrics": {"time (inc)": 1.0, "time": 1.0}, "children": "none"}
     with pytest.raises(R.ResultError, match="children: expected a list"):
         R.validate_result({**result, "timers": [flat]})
+
+
+def test_a_sample_says_its_statistic_and_older_ones_read_as_the_maximum(tmp_path) -> None:
+    result = R.new_result(kind="collective", params={}, topology={})
+    older = {"algorithm": "nccl", "size_bytes": 1024, "latency_us": 9.0, "latency_us_max": 9.0}
+    newer = {**older, "latency_us": 7.0, "latency_us_mean": 7.0, "statistic": "mean"}
+    result["samples"] = [older, newer, {"algorithm": "nccl"}]
+    path = R.write_result(result, tmp_path / "results.json")
+    assert "statistic" not in path.read_text().split('"samples"')[1].split("}")[0]
+    samples = R.read_result(path)["samples"]
+    assert [s.get("statistic") for s in samples] == [R.LEGACY_STATISTIC, "mean", None]
+    assert R.LEGACY_STATISTIC == "max" and R.STATISTICS.index("max") == 3  # nccl-tests' -a 3

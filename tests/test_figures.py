@@ -161,3 +161,50 @@ def test_recurring_series_have_distinct_colours():
     for names in (sorted(set(COMPONENT_OF_TYPE.values())), sorted(BACKENDS)):
         colours = [color_for(name, i) for i, name in enumerate(names)]
         assert len(set(colours)) == len(colours), dict(zip(names, colours, strict=True))
+
+
+def _two_placements(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame in place, and out of place with NCCL 2× and NVRAR 4× slower: NVRAR's speedup halves."""
+    slower = frame["algorithm"].map({"nccl": 2.0, "nvrar": 4.0})
+    outside = frame.assign(in_place=False, latency_us=frame["latency_us"] * slower)
+    outside["run_id"] = outside["run_id"] + "-oop"
+    return pd.concat([frame, outside], ignore_index=True)
+
+
+def test_placements_and_statistics_are_drawn_apart_never_pooled(tmp_path):
+    frame = _two_placements(syn.collective_frame(nodes=(2, 4), repeats=3))
+    data = FigureData(from_frames(frame))
+    results = {r.name: r for r in plot_all(data, tmp_path, only=["speedup_heatmap", "allreduce_latency"])}
+    heat = {f["png"].stem: pd.read_csv(f["csv"]) for f in results["speedup_heatmap"].files}
+    assert sorted(heat) == ["speedup_heatmap-in-place", "speedup_heatmap-out-of-place"]
+    for name, halve in (("speedup_heatmap-in-place", 1.0), ("speedup_heatmap-out-of-place", 0.5)):
+        points = heat[name]
+        assert len(points) == 2 * 6 and points["in_place"].nunique() == 1
+        for row in points.itertuples(index=False):
+            planted = (row.size_bytes / syn.crossover_bytes(row.nodes)) ** 0.5 * halve
+            assert row.speedup == pytest.approx(planted)
+    latency = {f["png"].stem: pd.read_csv(f["csv"]) for f in results["allreduce_latency"].files}
+    assert sorted(latency) == ["allreduce_latency-in-place", "allreduce_latency-out-of-place"]
+    outside = latency["allreduce_latency-out-of-place"]
+    one = outside[(outside["algorithm"] == "nccl") & (outside["nodes"] == 4)]
+    assert one["latency_us_median"].tolist() == pytest.approx(
+        [2 * syn.nccl_latency_us(s, 16) for s in one["size_bytes"]]
+    )
+    # Two statistics of one placement: a page each, titled by the statistic.
+    mixed = frame[frame["in_place"]].copy()
+    mixed.loc[mixed["repeat"] == 0, "statistic"] = "mean"
+    results = plot_all(FigureData(from_frames(mixed)), tmp_path / "stat", only=["allreduce_latency"])
+    names = sorted(f["png"].stem for f in results[0].files)
+    assert names == ["allreduce_latency-max", "allreduce_latency-mean"]
+
+
+def test_interconnect_figure_keeps_placements_apart(tmp_path):
+    a = syn.collective_frame(nodes=(2,), repeats=1, system="perlmutter", interconnect="slingshot-11")
+    b = syn.collective_frame(nodes=(2,), repeats=1, system="vista", interconnect="ndr", gpus_per_node=1)
+    data = FigureData(from_frames(_two_placements(pd.concat([a, b], ignore_index=True))))
+    (result,) = plot_all(data, tmp_path, only=["interconnect_allreduce"])
+    files = {f["png"].stem: pd.read_csv(f["csv"]) for f in result.files}
+    assert sorted(files) == ["interconnect_allreduce-in-place", "interconnect_allreduce-out-of-place"]
+    for points in files.values():
+        assert points["in_place"].nunique() == 1
+        assert not points.duplicated(["system", "algorithm", "nodes", "size_bytes"]).any()

@@ -119,6 +119,8 @@ COLLECTIVE_VALUES: dict[str, tuple[Any, str, Any]] = {
     "graph_calls": (9, "graph_calls", 9),
     "check": (False, "no_check", True),
     "out_of_place": (True, "out_of_place", True),
+    "statistic": ("min", "average", 2),  # nccl-tests' -a: 0 rank 0, 1 mean, 2 min, 3 max
+    "placement": ("in-place", "in_place", True),
     "virtual_gpus_per_node": (2, "gpus_per_node", 2),
 }
 

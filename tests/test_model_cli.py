@@ -294,6 +294,37 @@ def test_fit_keeps_only_the_requested_graph_mode(tmp_path: Path, fitted_dir: Pat
     assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
 
 
+def test_fit_takes_one_placement_and_one_statistic(
+    tmp_path: Path, fitted_dir: Path, monkeypatch, capsys
+) -> None:
+    system = _system(tmp_path, "theta")
+    real_load = sm.load_system
+    monkeypatch.setattr(sm, "load_system", lambda name: real_load(system if name == "theta" else name))
+    ws = _workspace(tmp_path / "ws", "theta")
+    df = pd.read_csv(ws / "dataset.csv")
+    # Out of place 3× slower: pooled with the in-place rows, it would drag β far from the truth.
+    outside = df.assign(in_place=False, latency_us=df["latency_us"] * 3)
+    pd.concat([df.assign(in_place=True), outside]).assign(statistic="mean").to_csv(
+        ws / "dataset.csv", index=False
+    )
+    fit = sm.fit_workspace(ws)
+    assert (fit.placement, fit.statistic, fit.result.samples) == ("in-place", "mean", 36)
+    assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
+    slow = sm.fit_workspace(ws, placement="out-of-place")
+    assert slow.placement == "out-of-place" and slow.result.params.inter.beta_GBps < 18.0 / 2
+    assert main(["model", "fit", str(ws), "--statistic", "max"]) == 2
+    assert "no samples of statistic 'max' (found: mean)" in capsys.readouterr().err
+    both = pd.read_csv(ws / "dataset.csv")
+    both.loc[both.index % 2 == 0, "statistic"] = "max"
+    both.to_csv(ws / "dataset.csv", index=False)
+    assert main(["model", "fit", str(ws)]) == 2
+    assert "2 statistics over ranks (max, mean); choose one with --statistic" in capsys.readouterr().err
+    assert main(["model", "fit", str(ws), "--statistic", "mean", "--placement", "in-place"]) == 0
+    assert "(in-place, mean over ranks;" in " ".join(capsys.readouterr().out.split())  # the title wraps
+    document = yaml.safe_load((ws / "cost_model.fit.yaml").read_text())
+    assert (document["fit"]["placement"], document["fit"]["statistic"]) == ("in-place", "mean")
+
+
 def test_fit_reads_the_cpu_reference_backends_as_their_schedules(
     tmp_path: Path, fitted_dir: Path, monkeypatch
 ) -> None:

@@ -179,6 +179,8 @@ def test_collective_command_line(tmp_path):
         "100",
         "-w",
         "10",
+        "-a",
+        "1",
         "--graphs",
         "--gpus-per-node",
         "4",
@@ -246,6 +248,50 @@ def test_runs_pack_only_with_equal_node_counts(tmp_path):
     assert [(j.nodes, len(j.runs)) for j in plan.jobs] == [(1, 2), (2, 2)]
     assert all(plan.run(r).nodes == j.nodes and plan.run(r).job == j.name for j in plan.jobs for r in j.runs)
     assert plan.node_hours == pytest.approx((1 * 2400 + 2 * 2400) / 3600)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The benchmark's statistic over ranks and placements.
+
+
+@pytest.mark.parametrize(
+    ("fixed", "flags", "not_flags"),
+    [
+        ("", ["-a 1"], ["--in-place", "--out-of-place"]),  # the benchmark's default: mean, both placements
+        ("  statistic: max\n", ["-a 3"], ["-a 1", "--in-place", "--out-of-place"]),
+        ("  statistic: rank0\n  placement: in-place\n", ["-a 0", "--in-place"], ["--out-of-place"]),
+        ("  statistic: min\n  placement: out-of-place\n", ["-a 2", "--out-of-place"], ["--in-place"]),
+        ("  placement: both\n", ["-a 1"], ["--in-place", "--out-of-place"]),
+        ("  out_of_place: true\n", ["--out-of-place"], ["--in-place"]),
+        ("  out_of_place: false\n", ["--in-place"], ["--out-of-place"]),  # what false always meant
+    ],
+)
+def test_statistic_and_placement_render_to_the_benchmark_flags(tmp_path, fixed, flags, not_flags):
+    plan, _ = plan_for(
+        tmp_path, "perlmutter", COLLECTIVE.replace("  dtype: bf16\n", f"  dtype: bf16\n{fixed}")
+    )
+    for run in plan.runs:
+        words = f" {run.command} "
+        assert all(f" {flag} " in words for flag in flags), run.command
+        assert not any(f" {flag} " in words for flag in not_flags), run.command
+        assert words.count(" -a ") == 1
+
+
+def test_a_bad_statistic_or_two_placements_are_refused_at_their_line(tmp_path, capsys):
+    from study.cli import main
+
+    for fixed, message in (
+        ("  statistic: median\n", "statistic: expected one of rank0, mean, min, max, got 'median'"),
+        ("  placement: inplace\n", "placement: expected one of both, out-of-place, in-place"),
+        (
+            "  placement: in-place\n  out_of_place: true\n",
+            "`out_of_place` is the older spelling of `placement`",
+        ),
+    ):
+        path = experiment_file(tmp_path, COLLECTIVE.replace("  dtype: bf16\n", f"  dtype: bf16\n{fixed}"))
+        assert main(["validate", str(path), "--system", "perlmutter"]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}:" in err and message in err, err
 
 
 # ---------------------------------------------------------------------------------------------------

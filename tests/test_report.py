@@ -59,7 +59,7 @@ def test_report_has_figures_findings_and_provenance(workspace):
     for n in (2, 4):
         kib = syn.crossover_bytes(n) / 1024
         assert (
-            f"at {n} nodes without CUDA graphs, NVRAR overtakes NCCL "
+            f"at {n} nodes without CUDA graphs (in-place, max over ranks), NVRAR overtakes NCCL "
             f"for messages larger than about {kib:.1f} KiB" in text
         )
     assert "NCCL at 8 GPUs picks Ring/LL from 16 KiB, then Tree/LL from 512 KiB." in text
@@ -200,3 +200,21 @@ def test_findings_compare_whatever_algorithms_a_sweep_holds():
         "Fastest of 4 all-reduces (system=local, nodes=1, world_size=4): ring at 1 KiB (1.50× ahead of the "
         "next); tree at 64 KiB (1.50× ahead of the next); reference at 1 MiB (1.50× ahead of the next)."
     ]
+
+
+def test_findings_say_which_placement_and_statistic_each_number_is():
+    from analysis.report import analyse, plain_findings
+
+    frame = syn.collective_frame(nodes=(2,), repeats=1)
+    # Out of place, NCCL is 2× slower and NVRAR 4× slower: NVRAR's crossover moves 4× up in size.
+    slower = frame["algorithm"].map({"nccl": 2.0, "nvrar": 4.0})
+    outside = frame.assign(
+        in_place=False, latency_us=frame["latency_us"] * slower, run_id=frame["run_id"] + "o"
+    )
+    ds = from_frames(pd.concat([frame, outside], ignore_index=True))
+    found = plain_findings(ds, analyse(ds))
+    crossings = sorted(f for f in found if "overtakes" in f)
+    assert len(crossings) == 2
+    assert "(in-place, max over ranks)" in crossings[0] and "(out-of-place, max over ranks)" in crossings[1]
+    fastest = sorted(f for f in found if f.startswith("Fastest"))
+    assert [("in-place" in f, "out-of-place" in f) for f in fastest] == [(True, False), (False, True)]

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from study.results import STATISTICS
+
 HELP = "predict all-reduce and inference step times with the α-β cost model; fit it to measurements"
 DESCRIPTION = __doc__
 
@@ -61,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("any", "yes", "no"),
         default="any",
         help="use samples timed inside CUDA graphs (yes), outside (no) or both (any)",
+    )
+    p.add_argument(
+        "--placement",
+        choices=("in-place", "out-of-place"),
+        help="which placement's samples to fit (default: in-place where the data has it)",
+    )
+    p.add_argument(
+        "--statistic",
+        choices=STATISTICS,
+        help="which statistic over ranks to fit (default: the only one the data holds)",
     )
     p.add_argument(
         "--write-system",
@@ -274,11 +286,16 @@ def _fit(args: argparse.Namespace) -> int:
             f"cannot hold {', '.join(unknown)} fixed; choose from {', '.join(FIT_PARAMS)}", key="--fix"
         )
     graphs = {"any": None, "yes": True, "no": False}[args.graphs]
-    fit = fit_workspace(args.workspace, args.system, fixed, graphs)
+    fit = fit_workspace(args.workspace, args.system, fixed, graphs, args.placement, args.statistic)
     r = fit.result
     prior = fit.prior.params.flat()
     got = r.params.flat()
-    table = Table(title=escape(f"Fitted cost model of {fit.system} from {r.samples} samples ({fit.dataset})"))
+    measured = ", ".join(w for w in (fit.placement, f"{fit.statistic} over ranks") if w)
+    table = Table(
+        title=escape(
+            f"Fitted cost model of {fit.system} from {r.samples} samples ({measured}; {fit.dataset})"
+        )
+    )
     for column in ("parameter", "fitted", "± std. error", "default"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for name in FIT_PARAMS:

@@ -64,7 +64,7 @@ study_end() {  # exit_code: record how the run ended
 
 # run 1 of 2: 4922f27c4067 (repeat 0)
 if study_begin 4922f27c4067 '{"algorithms":["nccl"],"dtype":"bf16","gpus_per_node":8,"graphs":true,"iterations":100,"nodes":2,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":16}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 8 --device cuda --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 8 --device cuda --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
@@ -74,7 +74,7 @@ fi
 
 # run 2 of 2: 119beedb8d5f (repeat 0)
 if study_begin 119beedb8d5f '{"algorithms":["nvrar"],"dtype":"bf16","gpus_per_node":8,"graphs":true,"iterations":100,"nodes":2,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":16}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 8 --device cuda --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=16 --ntasks-per-node=8 --cpus-per-task=14 --cpu-bind=cores python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 8 --device cuda --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else

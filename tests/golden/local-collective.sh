@@ -56,7 +56,7 @@ study_end() {  # exit_code: record how the run ended
 
 # run 1 of 2: a7023d2b8dea (repeat 0)
 if study_begin a7023d2b8dea '{"algorithms":["nccl"],"dtype":"bf16","gpus_per_node":2,"graphs":true,"iterations":100,"nodes":1,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m collectives.spawn --nproc-per-node=2 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 2 --device cpu --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m collectives.spawn --nproc-per-node=2 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 2 --device cpu --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
@@ -66,7 +66,7 @@ fi
 
 # run 2 of 2: f38b8efe460a (repeat 0)
 if study_begin f38b8efe460a '{"algorithms":["nvrar"],"dtype":"bf16","gpus_per_node":2,"graphs":true,"iterations":100,"nodes":1,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m collectives.spawn --nproc-per-node=2 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 2 --device cpu --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec @PYTHON@ -m collectives.spawn --nproc-per-node=2 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 2 --device cpu --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else

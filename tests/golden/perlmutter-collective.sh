@@ -83,7 +83,7 @@ study_end() {  # exit_code: record how the run ended
 
 # run 1 of 2: 013048facbca (repeat 0)
 if study_begin 013048facbca '{"algorithms":["nccl"],"dtype":"bf16","gpus_per_node":4,"graphs":true,"iterations":100,"nodes":2,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":8}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 4 --device cuda --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 4 --device cuda --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
@@ -93,7 +93,7 @@ fi
 
 # run 2 of 2: 8ab2336aeca2 (repeat 0)
 if study_begin 8ab2336aeca2 '{"algorithms":["nvrar"],"dtype":"bf16","gpus_per_node":4,"graphs":true,"iterations":100,"nodes":2,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":8}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 4 --device cuda --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=32 --cpu-bind=cores python -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 4 --device cuda --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else

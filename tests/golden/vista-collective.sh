@@ -65,7 +65,7 @@ study_end() {  # exit_code: record how the run ended
 
 # run 1 of 2: 3037abc09d59 (repeat 0)
 if study_begin 3037abc09d59 '{"algorithms":["nccl"],"dtype":"bf16","gpus_per_node":1,"graphs":true,"iterations":100,"nodes":2,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 1 --device cuda --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nccl --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 1 --device cuda --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
@@ -75,7 +75,7 @@ fi
 
 # run 2 of 2: 82db37fb9cc1 (repeat 0)
 if study_begin 82db37fb9cc1 '{"algorithms":["nvrar"],"dtype":"bf16","gpus_per_node":1,"graphs":true,"iterations":100,"nodes":2,"sizes":{"factor":2,"from":65536,"to":2097152},"warmup":10,"world_size":2}'; then
-  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 --graphs --gpus-per-node 1 --device cuda --results "$STUDY_RESULTS" ) \
+  ( cd "$STUDY_ATTEMPT_DIR" && exec srun --nodes=2 --ntasks=2 --ntasks-per-node=1 python3 -m collectives.bench -b 65536 -e 2097152 -f 2 --algo nvrar --dtype bf16 -n 100 -w 10 -a 1 --graphs --gpus-per-node 1 --device cuda --results "$STUDY_RESULTS" ) \
     > "$STUDY_ATTEMPT_DIR/stdout" 2> "$STUDY_ATTEMPT_DIR/stderr" < /dev/null
   study_end $?
 else
