@@ -1,5 +1,5 @@
 """The engine's parameters, defined once: `python -m engine.run`'s flags, the run configuration
-(engine.config.RunConfig) and the harness's parameter table (study/config.py PARAMETERS["inference"])
+(engine.config.RunConfig) and the harness's parameter table (study/parameters.py PARAMETERS["inference"])
 are all made from FLAGS.
 
 Plain data and the standard library only (no torch): study/ reads this module to check experiment

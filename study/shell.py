@@ -9,7 +9,6 @@ the directive line or split its value (newlines, spaces, quotes).
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import jinja2
 
 from study.config import directive_problem
 from study.errors import InputError, StudyError
+from study.parameters import ENV_NAME_RE
 from study.results import DEFAULT_STATISTIC, STATISTICS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "jobs" / "templates"
@@ -71,7 +71,7 @@ def directive(value: Any, option: str = "directive") -> Shell:
 
 
 def env_name(value: Any) -> Shell:
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+    if not ENV_NAME_RE.match(str(value)):
         raise InputError(f"{value!r} is not an environment variable name", key="env")
     return Shell(str(value))
 

@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.config import BUNDLED_ONLY, Experiment, checker_for
+from study.config import Experiment
 from study.expr import ExprError
+from study.parameters import BUNDLED_ONLY, checker_for
 from study.systems import System
 from study.yamlpos import Positions
 

@@ -15,15 +15,9 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from study.config import (
-    DIRECTIVE_FIELDS,
-    ENGINES,
-    ENV_NAME_RE,
-    StrictModel,
-    directive_field,
-    validate_model,
-)
+from study.config import DIRECTIVE_FIELDS, StrictModel, directive_field, validate_model
 from study.errors import InputError
+from study.parameters import ENGINES, ENV_NAME_RE
 from study.yamlpos import load_yaml, suggest
 
 SYSTEMS_DIR = Path(__file__).resolve().parent.parent / "jobs" / "systems"

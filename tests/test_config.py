@@ -177,7 +177,7 @@ def test_several_errors_are_all_listed(tmp_path):
 def test_collective_algorithms_are_the_benchmarks_and_a_typo_fails_validation(tmp_path, capsys):
     from collectives.bench import ALGORITHMS
     from study.cli import main
-    from study.config import COLLECTIVE_ALGORITHMS
+    from study.parameters import COLLECTIVE_ALGORITHMS
 
     assert set(COLLECTIVE_ALGORITHMS) == set(ALGORITHMS)
     path = tmp_path / "typo.yaml"

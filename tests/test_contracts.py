@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collectives.api import BACKENDS
-from study.config import ALLREDUCE_CHOICES
+from study.parameters import ALLREDUCE_CHOICES
 
 
 def test_experiment_allreduce_choices_are_the_payload_backends():

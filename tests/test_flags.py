@@ -16,7 +16,7 @@ from collectives import bench
 from engine import run as engine_run
 from engine.external import vllm as vllm_runner
 from engine.flags import FLAGS, study_parameters
-from study.config import BUNDLED_ONLY, PARAMETERS
+from study.parameters import BUNDLED_ONLY, PARAMETERS
 from study.shell import template_environment
 
 BASE_INFERENCE = {
