@@ -113,8 +113,21 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
     Raises InputError naming `source` and the offending column.
     """
-    import pandas as pd
+    _check_columns(df, source)
+    df = df.copy()
+    bad_status = set(df["status"].dropna().unique()) - {"ok", "failed"}
+    if bad_status:
+        raise InputError(
+            f"expected ok or failed, found {sorted(map(str, bad_status))}", file=source, key="status"
+        )
+    ok = df["status"] == "ok"
+    _to_numbers(df, ok, source)
+    _check_topology(df, ok, source)
+    _check_values(df, ok, source)
+    return df
 
+
+def _check_columns(df: pd.DataFrame, source: str) -> None:
     for col in REQUIRED_COLUMNS:
         if col not in df.columns:
             raise InputError(
@@ -127,12 +140,13 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
                 file=source,
                 key=str(col),
             )
-    df = df.copy()
-    bad_status = set(df["status"].dropna().unique()) - {"ok", "failed"}
-    if bad_status:
-        raise InputError(
-            f"expected ok or failed, found {sorted(map(str, bad_status))}", file=source, key="status"
-        )
+
+
+def _to_numbers(df: pd.DataFrame, ok: pd.Series, source: str) -> None:
+    """Every numeric column (known ones and any whose name carries a unit) as numbers, in place; no
+    text among them, no negative value in a successful run."""
+    import pandas as pd
+
     numeric = [
         c
         for c in df.columns
@@ -143,7 +157,6 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
         or str(c).endswith(UNIT_SUFFIXES)
         or _UNIT_TOKEN.search(str(c))
     ]
-    ok = df["status"] == "ok"
     for col in numeric:
         values = pd.to_numeric(df[col], errors="coerce")
         broken = values.isna() & df[col].notna()
@@ -160,6 +173,9 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
                 key=str(col),
             )
         df[col] = values
+
+
+def _check_topology(df: pd.DataFrame, ok: pd.Series, source: str) -> None:
     for col in ("nodes", "gpus_per_node", "world_size"):
         zero = ok & (df[col] <= 0)
         if zero.any():
@@ -174,6 +190,15 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
             file=source,
             key="world_size",
         )
+    for col in ("tp", "pp"):
+        if col in df.columns:
+            both = ok & df[col].notna()
+            if (df.loc[both, col] < 1).any():
+                raise InputError("must be at least 1", file=source, key=col)
+
+
+def _check_values(df: pd.DataFrame, ok: pd.Series, source: str) -> None:
+    """Whole bytes, no zero latency, and statistics the results contract names."""
     if "size_bytes" in df.columns:
         sizes = df.loc[ok & df["size_bytes"].notna(), "size_bytes"]
         if ((sizes % 1) != 0).any():
@@ -188,12 +213,6 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
             raise InputError(
                 f"expected one of {', '.join(STATISTICS)}, found {sorted(bad)}", file=source, key="statistic"
             )
-    for col in ("tp", "pp"):
-        if col in df.columns:
-            both = ok & df[col].notna()
-            if (df.loc[both, col] < 1).any():
-                raise InputError("must be at least 1", file=source, key=col)
-    return df
 
 
 def validate_timers(df: pd.DataFrame, source: str) -> pd.DataFrame:

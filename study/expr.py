@@ -178,58 +178,78 @@ def _too_big(op: ast.operator, left: Any, right: Any) -> str | None:
 
 
 def _eval(node: ast.AST, values: Mapping[str, Any]) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        if node.id in values:
-            return values[node.id]
-        if node.id in _CONSTANTS:
-            return _CONSTANTS[node.id]
-        raise ExprError(f"unknown name `{node.id}` (known: {', '.join(sorted(values))})")
-    if isinstance(node, ast.BinOp):
-        left, right = _eval(node.left, values), _eval(node.right, values)
-        if (
-            isinstance(node.op, ast.Pow)
-            and isinstance(right, int | float)
-            and abs(right) > _MAX_POWER_EXPONENT
-        ):
-            raise ExprError(f"exponent {right} is larger than {_MAX_POWER_EXPONENT}")
-        problem = _too_big(node.op, left, right)
-        if problem:
-            raise ExprError(problem)
-        return _BINOPS[type(node.op)](left, right)
-    if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, values)
-        if isinstance(node.op, ast.Not):
-            return not operand
-        return -operand if isinstance(node.op, ast.USub) else +operand
-    if isinstance(node, ast.BoolOp):
-        if isinstance(node.op, ast.And):
-            result: Any = True
-            for value in node.values:
-                result = _eval(value, values)
-                if not result:
-                    return result
+    evaluate = _EVALUATORS.get(type(node))
+    if evaluate is None:
+        raise ExprError(f"{type(node).__name__} is not allowed in an expression")
+    return evaluate(node, values)
+
+
+def _name(node: ast.Name, values: Mapping[str, Any]) -> Any:
+    if node.id in values:
+        return values[node.id]
+    if node.id in _CONSTANTS:
+        return _CONSTANTS[node.id]
+    raise ExprError(f"unknown name `{node.id}` (known: {', '.join(sorted(values))})")
+
+
+def _binop(node: ast.BinOp, values: Mapping[str, Any]) -> Any:
+    left, right = _eval(node.left, values), _eval(node.right, values)
+    if isinstance(node.op, ast.Pow) and isinstance(right, int | float) and abs(right) > _MAX_POWER_EXPONENT:
+        raise ExprError(f"exponent {right} is larger than {_MAX_POWER_EXPONENT}")
+    problem = _too_big(node.op, left, right)
+    if problem:
+        raise ExprError(problem)
+    return _BINOPS[type(node.op)](left, right)
+
+
+def _unaryop(node: ast.UnaryOp, values: Mapping[str, Any]) -> Any:
+    operand = _eval(node.operand, values)
+    if isinstance(node.op, ast.Not):
+        return not operand
+    return -operand if isinstance(node.op, ast.USub) else +operand
+
+
+def _boolop(node: ast.BoolOp, values: Mapping[str, Any]) -> Any:
+    """Python's `and` / `or`: the first value that decides, else the last; the rest is not evaluated."""
+    decides = (lambda v: not v) if isinstance(node.op, ast.And) else bool
+    result: Any = isinstance(node.op, ast.And)
+    for value in node.values:
+        result = _eval(value, values)
+        if decides(result):
             return result
-        result = False
-        for value in node.values:
-            result = _eval(value, values)
-            if result:
-                return result
-        return result
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, values)
-        for op, comparator in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comparator, values)
-            if not _CMPOPS[type(op)](left, right):
-                return False
-            left = right
-        return True
-    if isinstance(node, ast.IfExp):
-        return _eval(node.body, values) if _eval(node.test, values) else _eval(node.orelse, values)
-    if isinstance(node, ast.List | ast.Tuple):
-        return [_eval(element, values) for element in node.elts]
-    if isinstance(node, ast.Call):
-        assert isinstance(node.func, ast.Name)
-        return _FUNCTIONS[node.func.id](*[_eval(arg, values) for arg in node.args])
-    raise ExprError(f"{type(node).__name__} is not allowed in an expression")
+    return result
+
+
+def _compare(node: ast.Compare, values: Mapping[str, Any]) -> bool:
+    left = _eval(node.left, values)
+    for op, comparator in zip(node.ops, node.comparators, strict=True):
+        right = _eval(comparator, values)
+        if not _CMPOPS[type(op)](left, right):
+            return False
+        left = right
+    return True
+
+
+def _call(node: ast.Call, values: Mapping[str, Any]) -> Any:
+    assert isinstance(node.func, ast.Name)  # compile_expr allows calls of known functions by name only
+    return _FUNCTIONS[node.func.id](*[_eval(arg, values) for arg in node.args])
+
+
+def _elements(node: ast.List | ast.Tuple, values: Mapping[str, Any]) -> list[Any]:
+    return [_eval(element, values) for element in node.elts]
+
+
+_EVALUATORS: dict[type, Callable[[Any, Mapping[str, Any]], Any]] = {
+    ast.Constant: lambda node, values: node.value,
+    ast.Name: _name,
+    ast.BinOp: _binop,
+    ast.UnaryOp: _unaryop,
+    ast.BoolOp: _boolop,
+    ast.Compare: _compare,
+    ast.IfExp: lambda node, values: (
+        _eval(node.body, values) if _eval(node.test, values) else _eval(node.orelse, values)
+    ),
+    ast.List: _elements,
+    ast.Tuple: _elements,
+    ast.Call: _call,
+}

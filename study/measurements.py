@@ -267,73 +267,86 @@ def read_measurements(path: Path, platforms: dict[str, Platform]) -> list[dict[s
     if "\x00" in text:
         raise InputError("contains NUL bytes: not a CSV file", file=str(path))
     reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if header is None:
-        raise InputError("empty file: expected a header line", file=str(path), line=1)
-    header = [h.strip() for h in header]
-    if tuple(header) != COLUMNS:
-        missing = [c for c in COLUMNS if c not in header]
-        extra = [c for c in header if c not in COLUMNS]
-        detail = (f"missing {', '.join(missing)}" if missing else "") + (
-            ("; " if missing else "") + f"unknown {', '.join(extra)}" if extra else ""
-        )
-        raise InputError(
-            f"the header must be the documented columns in order ({detail or 'wrong order'})",
-            file=str(path),
-            line=1,
-            hint="jobs/measurements/README.md lists them",
-        )
+    _check_header(path, next(reader, None))
     rows = []
     for line, cells in enumerate(reader, start=2):
         if not cells or all(not c.strip() for c in cells):
             continue
         if len(cells) != len(COLUMNS):
             raise InputError(f"{len(cells)} fields, expected {len(COLUMNS)}", file=str(path), line=line)
-        row = dict(zip(COLUMNS, (c.strip() for c in cells), strict=True))
-        for column in REQUIRED:
-            if not row[column]:
-                raise _cell(path, line, column, "empty; this column is required")
-        for column, allowed in CHOICES.items():
-            if row[column] not in allowed:
-                raise _cell(
-                    path,
-                    line,
-                    column,
-                    f"{row[column]!r} is not one of {', '.join(a or '(empty)' for a in allowed)}",
-                )
-        if row["algorithm"] not in ALGORITHMS:
-            raise _cell(
-                path, line, "algorithm", f"{row['algorithm']!r} is not one of {', '.join(ALGORITHMS)}"
-            )
-        if row["system"] not in platforms:
-            raise _cell(
-                path,
-                line,
-                "system",
-                f"unknown platform {row['system']!r}: add it to jobs/measurements/platforms.yaml "
-                f"(known: {', '.join(sorted(platforms))})",
-            )
-        platform = platforms[row["system"]]
-        parsed: dict[str, Any] = dict(row)
-        parsed["nodes"] = _number(path, line, row, "nodes", int)
-        parsed["gpus_per_node"] = _number(path, line, row, "gpus_per_node", int)
-        parsed["size_bytes"] = _number(path, line, row, "size_bytes", int)
-        parsed["latency_us"] = _number(path, line, row, "latency_us")
-        parsed["kernels"] = _number(path, line, row, "kernels", int) if row["kernels"] else 0
-        if parsed["gpus_per_node"] > platform.gpus_per_node:
-            raise _cell(
-                path,
-                line,
-                "gpus_per_node",
-                f"{parsed['gpus_per_node']} exceeds {platform.name}'s {platform.gpus_per_node}",
-            )
-        if parsed["nodes"] > 1 and not platform.network:
-            raise _cell(path, line, "nodes", f"{platform.name} has no network: one node only")
-        parsed["file"], parsed["line"] = str(path), line
-        rows.append(parsed)
+        rows.append(
+            _parse_row(path, line, dict(zip(COLUMNS, (c.strip() for c in cells), strict=True)), platforms)
+        )
     if not rows:
         raise InputError("no data rows", file=str(path), line=2)
     return rows
+
+
+def _check_header(path: Path, header: list[str] | None) -> None:
+    if header is None:
+        raise InputError("empty file: expected a header line", file=str(path), line=1)
+    header = [h.strip() for h in header]
+    if tuple(header) == COLUMNS:
+        return
+    missing = [c for c in COLUMNS if c not in header]
+    extra = [c for c in header if c not in COLUMNS]
+    detail = (f"missing {', '.join(missing)}" if missing else "") + (
+        ("; " if missing else "") + f"unknown {', '.join(extra)}" if extra else ""
+    )
+    raise InputError(
+        f"the header must be the documented columns in order ({detail or 'wrong order'})",
+        file=str(path),
+        line=1,
+        hint="jobs/measurements/README.md lists them",
+    )
+
+
+def _check_words(path: Path, line: int, row: dict[str, str], platforms: dict[str, Platform]) -> None:
+    """Required cells present, and every cell of a closed vocabulary one of its words."""
+    for column in REQUIRED:
+        if not row[column]:
+            raise _cell(path, line, column, "empty; this column is required")
+    for column, allowed in CHOICES.items():
+        if row[column] not in allowed:
+            raise _cell(
+                path,
+                line,
+                column,
+                f"{row[column]!r} is not one of {', '.join(a or '(empty)' for a in allowed)}",
+            )
+    if row["algorithm"] not in ALGORITHMS:
+        raise _cell(path, line, "algorithm", f"{row['algorithm']!r} is not one of {', '.join(ALGORITHMS)}")
+    if row["system"] not in platforms:
+        raise _cell(
+            path,
+            line,
+            "system",
+            f"unknown platform {row['system']!r}: add it to jobs/measurements/platforms.yaml "
+            f"(known: {', '.join(sorted(platforms))})",
+        )
+
+
+def _parse_row(path: Path, line: int, row: dict[str, str], platforms: dict[str, Platform]) -> dict[str, Any]:
+    """One data row: its words checked, its numbers parsed, and what its platform can hold."""
+    _check_words(path, line, row, platforms)
+    platform = platforms[row["system"]]
+    parsed: dict[str, Any] = dict(row)
+    parsed["nodes"] = _number(path, line, row, "nodes", int)
+    parsed["gpus_per_node"] = _number(path, line, row, "gpus_per_node", int)
+    parsed["size_bytes"] = _number(path, line, row, "size_bytes", int)
+    parsed["latency_us"] = _number(path, line, row, "latency_us")
+    parsed["kernels"] = _number(path, line, row, "kernels", int) if row["kernels"] else 0
+    if parsed["gpus_per_node"] > platform.gpus_per_node:
+        raise _cell(
+            path,
+            line,
+            "gpus_per_node",
+            f"{parsed['gpus_per_node']} exceeds {platform.name}'s {platform.gpus_per_node}",
+        )
+    if parsed["nodes"] > 1 and not platform.network:
+        raise _cell(path, line, "nodes", f"{platform.name} has no network: one node only")
+    parsed["file"], parsed["line"] = str(path), line
+    return parsed
 
 
 def load_corpus(directory: Path = MEASUREMENTS_DIR, platforms: dict[str, Platform] | None = None):

@@ -373,19 +373,20 @@ def validate_result(data: Any, *, source: str = "<result>") -> None:
         if value is not None and not isinstance(value, (int, float)):
             fail(f"metrics.{name}", f"expected a number, got {type(value).__name__}")
     for i, sample in enumerate(data["samples"]):
-        if not isinstance(sample, dict):
-            fail(f"samples[{i}]", "expected an object")
-        for key, value in sample.items():
-            problem = _sample_error(str(key), value)
-            if problem:
-                fail(f"samples[{i}].{key}", problem)
-        if sample.get("statistic") is not None and sample["statistic"] not in STATISTICS:
-            fail(
-                f"samples[{i}].statistic",
-                f"expected one of {', '.join(STATISTICS)}, got {sample['statistic']!r}",
-            )
+        _validate_sample(sample, f"samples[{i}]", fail)
     for i, node in enumerate(data["timers"]):
         _validate_timer_node(node, f"timers[{i}]", fail)
+
+
+def _validate_sample(sample: Any, where: str, fail) -> None:
+    if not isinstance(sample, dict):
+        fail(where, "expected an object")
+    for key, value in sample.items():
+        problem = _sample_error(str(key), value)
+        if problem:
+            fail(f"{where}.{key}", problem)
+    if sample.get("statistic") is not None and sample["statistic"] not in STATISTICS:
+        fail(f"{where}.statistic", f"expected one of {', '.join(STATISTICS)}, got {sample['statistic']!r}")
 
 
 def _validate_timer_node(node: Any, where: str, fail, depth: int = 0) -> None:

@@ -142,6 +142,19 @@ def test_the_engine_modules_the_harness_reads_import_without_torch():
     assert out.stdout.strip() == "ok"
 
 
+def test_no_function_is_more_complex_than_the_house_limit():
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed in this environment (pip install -e .[dev])")
+    out = subprocess.run(
+        [str(ruff), "check", "--select", "C901", "--output-format", "concise", "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout  # pyproject.toml: [tool.ruff.lint.mccabe] max-complexity
+
+
 def test_cli_help_does_not_import_torch_or_pandas():
     code = (
         "import sys; from study.cli import build_parser; build_parser(); "

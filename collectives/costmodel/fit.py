@@ -140,6 +140,31 @@ def _design(algorithms, nodes, gpus, sizes, theta: np.ndarray, fixed: CostParams
     return x, const
 
 
+def _free_parameters(algorithms, sizes, measured, fixed, min_samples_per_parameter: int) -> list[int]:
+    """The indices (in FIT_PARAMS) of the parameters to fit; FitError when the data cannot fit them."""
+    bad = sorted({str(a) for a in algorithms} - set(ALGORITHMS))
+    if bad:
+        raise FitError(
+            f"no schedule model for algorithm(s) {', '.join(bad)}",
+            missing=f"samples of {', '.join(ALGORITHMS)}",
+        )
+    unknown = set(fixed) - set(FIT_PARAMS)
+    if unknown:
+        raise FitError(f"cannot hold {', '.join(sorted(unknown))} fixed; choose from {', '.join(FIT_PARAMS)}")
+    free = [k for k, name in enumerate(FIT_PARAMS) if name not in fixed]
+    if not free:
+        raise FitError("every parameter is held fixed: nothing to fit")
+    needed = min_samples_per_parameter * len(free) + 1
+    if len(sizes) < needed:
+        raise FitError(
+            f"{len(sizes)} sample(s) cannot determine {len(free)} parameter(s)",
+            missing=f"at least {needed} samples (several sizes and node counts)",
+        )
+    if np.any(measured <= 0) or np.any(sizes <= 0):
+        raise FitError("latencies and sizes must be positive", missing="positive latency_us and size_bytes")
+    return free
+
+
 def fit(
     algorithms,
     nodes,
@@ -164,26 +189,7 @@ def fit(
     algorithms = np.asarray(algorithms, dtype=object)
     nodes, gpus = np.asarray(nodes, dtype=int), np.asarray(gpus_per_node, dtype=int)
     sizes, measured = np.asarray(size_bytes, dtype=float), np.asarray(latency_us, dtype=float)
-    bad = sorted({str(a) for a in algorithms} - set(ALGORITHMS))
-    if bad:
-        raise FitError(
-            f"no schedule model for algorithm(s) {', '.join(bad)}",
-            missing=f"samples of {', '.join(ALGORITHMS)}",
-        )
-    unknown = set(fixed) - set(FIT_PARAMS)
-    if unknown:
-        raise FitError(f"cannot hold {', '.join(sorted(unknown))} fixed; choose from {', '.join(FIT_PARAMS)}")
-    free = [k for k, name in enumerate(FIT_PARAMS) if name not in fixed]
-    if not free:
-        raise FitError("every parameter is held fixed: nothing to fit")
-    needed = min_samples_per_parameter * len(free) + 1
-    if len(sizes) < needed:
-        raise FitError(
-            f"{len(sizes)} sample(s) cannot determine {len(free)} parameter(s)",
-            missing=f"at least {needed} samples (several sizes and node counts)",
-        )
-    if np.any(measured <= 0) or np.any(sizes <= 0):
-        raise FitError("latencies and sizes must be positive", missing="positive latency_us and size_bytes")
+    free = _free_parameters(algorithms, sizes, measured, fixed, min_samples_per_parameter)
     keys = ("a_i", "a_e", "ib_i", "ib_e")
     theta = np.array(
         [
