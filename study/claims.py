@@ -114,7 +114,7 @@ def _ratio_claim(claim: dict[str, Any], sm) -> Verdict:
 
 
 def _engine_claim(claim: dict[str, Any], sm) -> Verdict:
-    from study.model import engine_table
+    from study.model_tables import engine_table
 
     df = engine_table(
         [sm],

@@ -86,7 +86,7 @@ def _collective_rows(experiment, runs, sm) -> list[dict[str, Any]]:
 
 def _inference_rows(experiment, runs, sm, flop_efficiency: float, bandwidth_efficiency: float):
     from collectives import costmodel as cm
-    from study.model import engine_pair
+    from study.model_tables import engine_pair
 
     rates = sm.gpu_rates(flop_efficiency, bandwidth_efficiency)
     rows = []

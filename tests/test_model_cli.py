@@ -13,6 +13,7 @@ from collectives import costmodel as cm
 from study import model as sm
 from study.cli import main
 from study.errors import InputError
+from study.model_fit import fit_workspace
 
 BLOCK = {
     "intra": {"alpha_us": 1.0, "beta_GBps": 100.0, "gamma_GBps": 500.0, "source": "test"},
@@ -289,7 +290,7 @@ def test_fit_keeps_only_the_requested_graph_mode(tmp_path: Path, fitted_dir: Pat
     df = pd.read_csv(ws / "dataset.csv")
     slow = df.assign(graphs=False, latency_us=df["latency_us"] * 3)
     pd.concat([df.assign(graphs=True), slow]).to_csv(ws / "dataset.csv", index=False)
-    fit = sm.fit_workspace(ws, graphs=True)
+    fit = fit_workspace(ws, graphs=True)
     assert fit.result.samples == 36
     assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
 
@@ -307,10 +308,10 @@ def test_fit_takes_one_placement_and_one_statistic(
     pd.concat([df.assign(in_place=True), outside]).assign(statistic="mean").to_csv(
         ws / "dataset.csv", index=False
     )
-    fit = sm.fit_workspace(ws)
+    fit = fit_workspace(ws)
     assert (fit.placement, fit.statistic, fit.result.samples) == ("in-place", "mean", 36)
     assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
-    slow = sm.fit_workspace(ws, placement="out-of-place")
+    slow = fit_workspace(ws, placement="out-of-place")
     assert slow.placement == "out-of-place" and slow.result.params.inter.beta_GBps < 18.0 / 2
     assert main(["model", "fit", str(ws), "--statistic", "max"]) == 2
     assert "no samples of statistic 'max' (found: mean)" in capsys.readouterr().err
@@ -335,7 +336,7 @@ def test_fit_reads_the_cpu_reference_backends_as_their_schedules(
     df = pd.read_csv(ws / "dataset.csv")
     df["algorithm"] = df["algorithm"].replace({"ring": "reference-ring", "nvrar": "reference"})
     df.to_csv(ws / "dataset.csv", index=False)
-    fit = sm.fit_workspace(ws)
+    fit = fit_workspace(ws)
     assert fit.result.samples == 36 and set(fit.data["model"]) == {"ring", "nvrar"}
     assert fit.result.params.inter.beta_GBps == pytest.approx(18.0, rel=0.08)
 

@@ -201,7 +201,8 @@ def _predict(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from analysis import costmodel_plots as plots
-    from study.model import parse_int_range, parse_size_range, predict_table
+    from study.model import parse_int_range, parse_size_range
+    from study.model_tables import predict_table
 
     nodes = parse_int_range(args.nodes, "--nodes")
     sizes = parse_size_range(args.sizes, "--sizes")
@@ -277,7 +278,8 @@ def _fit(args: argparse.Namespace) -> int:
     from analysis import costmodel_plots as plots
     from collectives.costmodel import FIT_PARAMS
     from study.errors import InputError
-    from study.model import fit_document, fit_workspace, fitted_path, write_yaml
+    from study.model import fitted_path
+    from study.model_fit import fit_document, fit_workspace, write_yaml
 
     fixed = tuple(f.strip() for f in args.fix.split(",") if f.strip())
     unknown = [f for f in fixed if f not in FIT_PARAMS]
@@ -349,7 +351,8 @@ def _engine(args: argparse.Namespace) -> int:
 
     from analysis import costmodel_plots as plots
     from study.errors import InputError
-    from study.model import engine_table, parse_int_range
+    from study.model import parse_int_range
+    from study.model_tables import engine_table
 
     nodes = parse_int_range(args.nodes, "--nodes")
     tps = parse_int_range(args.tp, "--tp") if args.tp else None
@@ -444,7 +447,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     from analysis import costmodel_plots as plots
     from study.errors import InputError
-    from study.model import parse_int_range, parse_size_range, predict_table, sensitivity_table
+    from study.model import parse_int_range, parse_size_range
+    from study.model_tables import predict_table, sensitivity_table
     from study.units import format_size
 
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -519,7 +523,8 @@ def _compare_engine(args: argparse.Namespace, models, nodes: list[int], console)
     """Engine step times of one model on every system, TP over all GPUs, NCCL against NVRAR."""
     from rich.table import Table
 
-    from study.model import engine_table, parse_int_range
+    from study.model import parse_int_range
+    from study.model_tables import engine_table
 
     batches = parse_int_range(args.batch_size, "--batch-size")
     df = engine_table(
