@@ -64,51 +64,54 @@ def _nodes_axis(ax, nodes) -> None:
 
 def plot_latency_vs_size(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -> list[Path]:
     """Predicted latency against message size, one line per algorithm, one panel per node count."""
-    apply_style()
-    nodes = _pick(df["nodes"])
-    points = df[df["nodes"].isin(nodes)]
-    fig, axes = _facets(len(nodes))
-    for ax, n in zip(axes, nodes, strict=True):
-        sel = points[points["nodes"] == n]
-        for i, (algorithm, grp) in enumerate(sel.groupby("algorithm", sort=False)):
-            grp = grp.sort_values("size_bytes")
-            ax.plot(
-                grp["size_bytes"],
-                grp["latency_us"],
-                marker=marker_for(i),
-                label=algorithm,
-                color=color_for(algorithm, i),
-            )
-        _size_axis(ax, sel["size_bytes"])
-        ax.set_title(f"{n} node{'s' if n > 1 else ''} × {int(sel['gpus_per_node'].iloc[0])} GPUs (model)")
-        ax.set_xlabel("message size")
-        ax.set_ylabel("predicted latency (µs)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return list(save_figure(fig, points, out_dir, name).values())
+    return _latency_facets(
+        df,
+        out_dir,
+        name,
+        facet="nodes",
+        x="size_bytes",
+        axis=_size_axis,
+        xlabel="message size",
+        title=lambda n, sel: (
+            f"{n} node{'s' if n > 1 else ''} × {int(sel['gpus_per_node'].iloc[0])} GPUs (model)"
+        ),
+    )
 
 
 def plot_latency_vs_nodes(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -> list[Path]:
     """Predicted latency against node count, one line per algorithm, one panel per message size."""
+    return _latency_facets(
+        df,
+        out_dir,
+        name,
+        facet="size_bytes",
+        x="nodes",
+        axis=_nodes_axis,
+        xlabel="nodes",
+        title=lambda size, sel: f"{format_size(int(size))} (model)",
+    )
 
+
+def _latency_facets(df: pd.DataFrame, out_dir, name: str, *, facet, x, axis, xlabel, title) -> list[Path]:
+    """One panel per value of `facet` (a few of them), one line per algorithm of latency against `x`."""
     apply_style()
-    sizes = _pick(df["size_bytes"])
-    points = df[df["size_bytes"].isin(sizes)]
-    fig, axes = _facets(len(sizes))
-    for ax, size in zip(axes, sizes, strict=True):
-        sel = points[points["size_bytes"] == size]
+    values = _pick(df[facet])
+    points = df[df[facet].isin(values)]
+    fig, axes = _facets(len(values))
+    for ax, value in zip(axes, values, strict=True):
+        sel = points[points[facet] == value]
         for i, (algorithm, grp) in enumerate(sel.groupby("algorithm", sort=False)):
-            grp = grp.sort_values("nodes")
+            grp = grp.sort_values(x)
             ax.plot(
-                grp["nodes"],
+                grp[x],
                 grp["latency_us"],
                 marker=marker_for(i),
                 label=algorithm,
                 color=color_for(algorithm, i),
             )
-        _nodes_axis(ax, sel["nodes"])
-        ax.set_title(f"{format_size(int(size))} (model)")
-        ax.set_xlabel("nodes")
+        axis(ax, sel[x])
+        ax.set_title(title(value, sel))
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("predicted latency (µs)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()

@@ -25,7 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from analysis.dataset import Dataset
 
-FIGURE_MODULES: tuple[str, ...] = ("analysis.figures", "analysis.costmodel_plots")
+FIGURE_MODULES: tuple[str, ...] = (
+    "analysis.figures",
+    "analysis.figures_collective",
+    "analysis.costmodel_plots",
+)
 
 
 class SkipFigure(Exception):

@@ -18,6 +18,7 @@ from study.units import format_size, human_size
 
 if TYPE_CHECKING:  # pragma: no cover - only for type checkers
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 # Colour-blind-safe palette (Okabe-Ito), in a fixed order so a series keeps its colour across figures.
@@ -160,3 +161,39 @@ def save_figure(
     finally:
         plt.close(fig)
     return paths
+
+
+# At most this many ticks on an axis of sizes or GPU counts.
+MAX_TICKS = 12
+
+
+def thin_ticks(positions) -> list[int]:
+    """At most MAX_TICKS evenly spaced tick positions (every k-th), so long size axes stay legible."""
+    positions = list(positions)
+    step = max(1, -(-len(positions) // MAX_TICKS))
+    return positions[::step]
+
+
+def gpu_axis(ax: Axes, gpus) -> None:
+    import matplotlib.ticker as mticker
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(mticker.FixedLocator(sorted(set(int(g) for g in gpus))))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{int(v)}"))
+    ax.xaxis.set_minor_locator(mticker.NullLocator())
+
+
+def log_axis(ax: Axes, axis: str = "y", base: float = 10) -> None:
+    """A log axis labelled with plain numbers (1, 2, 5, 10, ...) rather than mathtext powers.
+
+    Mathtext tick labels cost most of a figure's drawing time, and plain numbers read faster.
+    """
+    import matplotlib.ticker as mticker
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log", base=base)
+    subs = (1.0, 2.0, 5.0) if base == 10 else (1.0,)
+    target.set_major_locator(mticker.LogLocator(base=base, subs=subs))
+    target.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    # No minor ticks: with 1-2-5 majors they add nothing, and every tick is an artist to lay out and draw.
+    target.set_minor_locator(mticker.NullLocator())

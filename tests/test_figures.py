@@ -129,7 +129,7 @@ def test_figures_in_worker_processes(collective_data, tmp_path):
 
 def test_one_panel_per_topology_when_gpus_per_node_vary(tmp_path, monkeypatch):
     """One node with 2, 4 or 8 GPUs (CPU ranks on a laptop) are three topologies, not one."""
-    import analysis.figures as figures
+    import analysis.figures_collective as figures
 
     frames = [syn.collective_frame(nodes=(1,), gpus_per_node=g, repeats=3) for g in (2, 4, 8)]
     df = pd.concat(frames, ignore_index=True)
