@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from collectives.bench import main as bench_main
-from collectives.bench import parse_size, sizes_between
+from collectives.bench_cli import parse_size, sizes_between
 from study.results import read_result
 
 REPO = Path(__file__).resolve().parents[1]

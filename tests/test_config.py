@@ -175,7 +175,7 @@ def test_several_errors_are_all_listed(tmp_path):
 
 
 def test_collective_algorithms_are_the_benchmarks_and_a_typo_fails_validation(tmp_path, capsys):
-    from collectives.bench import ALGORITHMS
+    from collectives.bench_cli import ALGORITHMS
     from study.cli import main
     from study.parameters import COLLECTIVE_ALGORITHMS
 
