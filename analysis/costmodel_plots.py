@@ -64,36 +64,23 @@ def _nodes_axis(ax, nodes) -> None:
 
 def plot_latency_vs_size(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -> list[Path]:
     """Predicted latency against message size, one line per algorithm, one panel per node count."""
-    return _latency_facets(
-        df,
-        out_dir,
-        name,
-        facet="nodes",
-        x="size_bytes",
-        axis=_size_axis,
-        xlabel="message size",
-        title=lambda n, sel: (
-            f"{n} node{'s' if n > 1 else ''} × {int(sel['gpus_per_node'].iloc[0])} GPUs (model)"
-        ),
-    )
+
+    def title(n, sel) -> str:
+        return f"{n} node{'s' if n > 1 else ''} × {int(sel['gpus_per_node'].iloc[0])} GPUs (model)"
+
+    return _latency_facets(df, out_dir, name, ("nodes", "size_bytes", "message size"), _size_axis, title)
 
 
 def plot_latency_vs_nodes(df: pd.DataFrame, out_dir: str | os.PathLike[str], name: str) -> list[Path]:
     """Predicted latency against node count, one line per algorithm, one panel per message size."""
-    return _latency_facets(
-        df,
-        out_dir,
-        name,
-        facet="size_bytes",
-        x="nodes",
-        axis=_nodes_axis,
-        xlabel="nodes",
-        title=lambda size, sel: f"{format_size(int(size))} (model)",
-    )
+    title = lambda size, sel: f"{format_size(int(size))} (model)"  # noqa: E731
+    return _latency_facets(df, out_dir, name, ("size_bytes", "nodes", "nodes"), _nodes_axis, title)
 
 
-def _latency_facets(df: pd.DataFrame, out_dir, name: str, *, facet, x, axis, xlabel, title) -> list[Path]:
-    """One panel per value of `facet` (a few of them), one line per algorithm of latency against `x`."""
+def _latency_facets(df: pd.DataFrame, out_dir, name: str, columns, axis, title) -> list[Path]:
+    """One panel per value of the `facet` column (a few of them), one line per algorithm of latency
+    against `x`; `columns` is (facet, x, the x axis's label)."""
+    facet, x, xlabel = columns
     apply_style()
     values = _pick(df[facet])
     points = df[df[facet].isin(values)]

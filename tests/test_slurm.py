@@ -4,13 +4,11 @@ sacct, states, cancel, a crash between sbatch and the state write, submit twice,
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import run_study
 
 from study.schedulers import JobState, get_scheduler
 from study.submit import FAULT_ENV, open_session, refresh, rerun_failed, submit_planned, wait
@@ -22,18 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _fast_polls(monkeypatch) -> None:
     monkeypatch.setenv("STUDY_SLURM_POLL_S", "0")
-
-
-def _cli(*args: str, extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "STUDY_SLURM_POLL_S": "0", **(extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 def _wait_until(check, timeout_s: float = 60.0) -> None:
@@ -100,14 +86,14 @@ def test_completed_and_failed_jobs_through_squeue_then_sacct(
 
 def test_cancel_a_running_job(slurm_cluster, walltime_job, make_workspace) -> None:
     ws = make_workspace({"long": "sleep:120"}, scheduler="slurm")
-    assert _cli("submit", str(ws)).returncode == 0
+    assert run_study("submit", str(ws)).returncode == 0
     deadline = time.monotonic() + 60
     while not (ws / "runs" / "long" / "attempt-1" / "start.json").exists():
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.2)
-    dry = _cli("cancel", str(ws), "--dry-run")
+    dry = run_study("cancel", str(ws), "--dry-run")
     assert dry.returncode == 0 and "would cancel 1 jobs" in dry.stdout
-    out = _cli("cancel", str(ws))
+    out = run_study("cancel", str(ws))
     assert out.returncode == 0, out.stderr
     with open_session(ws, poll_interval_s=0) as session:
         deadline = time.monotonic() + 60
@@ -128,16 +114,16 @@ def test_crash_after_sbatch_is_adopted_and_submit_twice_sends_nothing(
     slurm_cluster, walltime_job, make_workspace
 ) -> None:
     ws = make_workspace({"a": "ok", "b": "ok"}, scheduler="slurm", runs_per_job=2)
-    crashed = _cli("submit", str(ws), extra={FAULT_ENV: "after-submit"})
+    crashed = run_study("submit", str(ws), env={FAULT_ENV: "after-submit"})
     assert crashed.returncode == 75
     with open_session(ws, reconcile_now=False) as session:
         (job,) = session.state.jobs()
         assert job.status == "submitting" and job.job_id is None
     assert len(_jobs_named(slurm_cluster, job.name)) == 1
-    again = _cli("submit", str(ws))
+    again = run_study("submit", str(ws))
     assert again.returncode == 0, again.stderr
     assert "adopted" in again.stdout and "submitted 0 of 1 jobs" in again.stdout
-    third = _cli("submit", str(ws))
+    third = run_study("submit", str(ws))
     assert "submitted 0 of 1 jobs" in third.stdout
     assert len(_jobs_named(slurm_cluster, job.name)) == 1
     with open_session(ws, poll_interval_s=0) as session:
@@ -211,14 +197,14 @@ def test_an_id_the_controller_reused_is_not_adopted_nor_cancelled(slurm_cluster,
         (other,) = session.state.jobs()
     assert int(other.job_id) == lost_id and other.name != job.name
 
-    status = _cli("status", str(ours), "--json")
+    status = run_study("status", str(ours), "--json")
     data = json.loads(status.stdout)
     (mine,) = data["jobs"]
     assert mine["state"] == "FAILED" and "reused its id" in mine["reason"], mine
     assert data["runs"][0]["status"] == "failed"
-    dry = _cli("cancel", str(ours), "--dry-run")
+    dry = run_study("cancel", str(ours), "--dry-run")
     assert dry.returncode == 0 and str(lost_id) not in dry.stdout, dry.stdout
-    assert _cli("cancel", str(ours)).returncode == 0
+    assert run_study("cancel", str(ours)).returncode == 0
     live = slurm_cluster.run("squeue", "-h", f"--jobs={lost_id}", "-o", "%j|%T", check=False).stdout
     assert live.strip().startswith(other.name), live  # their job was not cancelled
     slurm_cluster.run("scancel", str(lost_id), check=False)

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from helpers import run_study
 
 from study.submit import FAULT_ENV, open_session, rerun_failed, submit_planned, wait
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "study.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 def _local_jobs(ws: Path) -> list[Path]:
@@ -29,7 +18,7 @@ def _local_jobs(ws: Path) -> list[Path]:
 
 def test_submitting_twice_submits_nothing_the_second_time(make_workspace) -> None:
     ws = make_workspace({"a": "ok", "b": "ok"})
-    first, second = _cli("submit", str(ws)), _cli("submit", str(ws))
+    first, second = run_study("submit", str(ws)), run_study("submit", str(ws))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "submitted 2 of 2 jobs" in first.stdout
     assert "submitted 0 of 2 jobs" in second.stdout
@@ -38,12 +27,12 @@ def test_submitting_twice_submits_nothing_the_second_time(make_workspace) -> Non
 
 def test_a_crash_after_the_scheduler_answered_is_adopted_not_resubmitted(make_workspace) -> None:
     ws = make_workspace({"a": "ok"})
-    crashed = _cli("submit", str(ws), env={**os.environ, FAULT_ENV: "after-submit"})
+    crashed = run_study("submit", str(ws), env={FAULT_ENV: "after-submit"})
     assert crashed.returncode == 75
     assert len(_local_jobs(ws)) == 1
     with open_session(ws, reconcile_now=False) as session:
         assert session.state.jobs()[0].status == "submitting"
-    again = _cli("submit", str(ws))
+    again = run_study("submit", str(ws))
     assert again.returncode == 0, again.stderr
     assert "adopted" in again.stdout
     assert len(_local_jobs(ws)) == 1
@@ -69,15 +58,15 @@ def test_rerun_failed_makes_a_new_attempt_and_keeps_the_old_logs(make_workspace)
         assert rounds == [1, 1, 1, 2, 2]
         chosen, exhausted = rerun_failed(session, max_attempts=2, echo=lambda _: None)
     assert chosen == [] and exhausted == ["broken"]
-    out = _cli("rerun", str(ws), "--failed", "--max-attempts", "2")
+    out = run_study("rerun", str(ws), "--failed", "--max-attempts", "2")
     assert out.returncode == 1 and "1 failed runs reached --max-attempts 2" in out.stdout
 
 
 def test_rerun_dry_run_submits_nothing(make_workspace) -> None:
     ws = make_workspace({"broken": "fail"})
-    _cli("run", str(ws), "--poll", "0.1")
+    run_study("run", str(ws), "--poll", "0.1")
     before = _local_jobs(ws)
-    out = _cli("rerun", str(ws), "--failed", "--dry-run")
+    out = run_study("rerun", str(ws), "--failed", "--dry-run")
     assert out.returncode == 0 and "would rerun 1 failed runs" in out.stdout
     assert _local_jobs(ws) == before
 
@@ -113,16 +102,16 @@ def test_a_copied_or_moved_workspace_is_refused_not_run_again(make_workspace, tm
     (the copy's scripts name WS): every command that would submit or poll refuses, naming both
     folders; reading the copy (collect --no-refresh, report) works; a symlink to WS is WS."""
     ws = make_workspace({"a": "ok", "b": "ok"})
-    assert _cli("run", str(ws), "--poll", "0.2").returncode == 0
+    assert run_study("run", str(ws), "--poll", "0.2").returncode == 0
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(ws), str(copy)], check=True)
     before = _tree(ws)
     for args in (("submit",), ("run",), ("status",), ("rerun", "--failed"), ("cancel",), ("collect",)):
-        out = _cli(args[0], str(copy), *args[1:])
+        out = run_study(args[0], str(copy), *args[1:])
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert f"{copy / 'plan.json'}: workspace: this workspace is a copy of {ws}" in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
-    again = _cli(
+    again = run_study(
         "render",
         str(copy / "experiment.yaml"),
         "--system",
@@ -133,12 +122,12 @@ def test_a_copied_or_moved_workspace_is_refused_not_run_again(make_workspace, tm
     assert again.returncode == 2 and "a copy of" in again.stderr, again.stderr
     assert _tree(ws) == before, "the original workspace was written to"
     assert not any(p.name == "attempt-2" for p in copy.rglob("attempt-*"))
-    collected = _cli("collect", str(copy), "--no-refresh")
+    collected = run_study("collect", str(copy), "--no-refresh")
     assert collected.returncode == 0, collected.stderr
     link = tmp_path / "link"
     link.symlink_to(ws)
-    assert _cli("status", str(link)).returncode == 0
+    assert run_study("status", str(link)).returncode == 0
     moved = tmp_path / "moved"
     ws.rename(moved)
-    out = _cli("submit", str(moved))
+    out = run_study("submit", str(moved))
     assert out.returncode == 2 and f"moved from {ws}" in out.stderr and "move it back" in out.stderr

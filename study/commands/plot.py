@@ -6,42 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from study.commands import add_jobs_argument, add_workspaces_argument, default_jobs
+
 HELP = "write every figure the workspace's data supports into WORKSPACE/figures (PNG, PDF, CSV)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "workspaces",
-        nargs="*",
-        metavar="WORKSPACE",
-        help="collected workspace folder(s); several are plotted together, tagged by system",
-    )
+    add_workspaces_argument(parser, "*", "several are plotted together, tagged by system")
     parser.add_argument("--out", metavar="DIR", help="where to write (default: the first WORKSPACE/figures)")
     parser.add_argument(
         "--only", metavar="NAME", action="append", help="make only this figure (repeatable); see --list"
     )
     parser.add_argument("--list", action="store_true", help="list the known figures and what each needs")
-    parser.add_argument(
-        "--jobs",
-        "-j",
-        type=int,
-        default=None,
-        metavar="N",
-        help="draw figures in N processes (default: the CPU count, at most 8)",
-    )
-
-
-def default_jobs(jobs: int | None) -> int:
-    """The number of drawing processes: as asked, else one per CPU (at most 8)."""
-    import os
-
-    from study.errors import InputError
-
-    if jobs is None:
-        return max(1, min(8, os.cpu_count() or 1))
-    if jobs < 1:
-        raise InputError("must be at least 1", key="--jobs")
-    return jobs
+    add_jobs_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from study.commands import add_jobs_argument, add_workspaces_argument
+
 HELP = "write WORKSPACE/report.html: figures, tables, findings in plain words, provenance"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "workspaces",
-        nargs="+",
-        metavar="WORKSPACE",
-        help="collected workspace folder(s); several make one report, tagged by system",
-    )
+    add_workspaces_argument(parser, "+", "several make one report, tagged by system")
     parser.add_argument(
         "--out", metavar="FILE", help="the page to write (default: the first WORKSPACE/report.html)"
     )
@@ -30,20 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the interconnect comparison matches systems (default: nodes)",
     )
     parser.add_argument("--title", help="the page's title")
-    parser.add_argument(
-        "--jobs",
-        "-j",
-        type=int,
-        default=None,
-        metavar="N",
-        help="draw figures in N processes (default: CPUs, ≤ 8)",
-    )
+    add_jobs_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from analysis.dataset import load_workspaces
     from analysis.report import write_report
-    from study.commands.plot import default_jobs
+    from study.commands import default_jobs
 
     ds = load_workspaces(args.workspaces)
     out = Path(args.out) if args.out else Path(args.workspaces[0]) / "report.html"

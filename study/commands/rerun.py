@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from study.commands import add_max_parallel_argument
+
 HELP = "resubmit the failed runs of a workspace as new attempts"
 
 
@@ -15,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workspace", metavar="WORKSPACE", help="a rendered workspace folder")
     parser.add_argument("--failed", action="store_true", required=True, help="rerun the runs that failed")
     parser.add_argument("--max-attempts", type=int, metavar="N", help="skip runs that already had N attempts")
-    parser.add_argument("--max-parallel", type=int, metavar="N", help="local system: runs at once")
+    add_max_parallel_argument(parser)
     parser.add_argument("--dry-run", action="store_true", help="show what would be rerun; submit nothing")
 
 

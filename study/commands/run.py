@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from study.commands import add_target_arguments
+
 HELP = "render, submit, watch and collect an experiment (on this machine by default)"
 
 
@@ -17,15 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "file", metavar="FILE|WORKSPACE", help="experiment YAML file, or a rendered workspace"
     )
-    parser.add_argument("--system", help="system to run on (default: the experiment's)")
-    parser.add_argument("--workspace", help="workspace folder (default: workspaces/<experiment>)")
-    parser.add_argument("--account", help="scheduler account")
-    parser.add_argument(
-        "--max-parallel",
-        type=int,
-        metavar="N",
-        help="local system: runs at once (default: cores / ranks of the widest run)",
-    )
+    add_target_arguments(parser)
     parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between status checks")
     parser.add_argument("--report", action="store_true", help="write the analysis report after collecting")
     parser.add_argument(

@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from study.commands import add_target_arguments
+
 HELP = "submit a workspace's jobs (rendering the experiment first when given a YAML file)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="FILE|WORKSPACE", help="experiment YAML file or rendered workspace")
-    parser.add_argument("--system", help="system to render for (with FILE)")
-    parser.add_argument("--workspace", help="workspace folder (with FILE; default: workspaces/<experiment>)")
-    parser.add_argument("--account", help="scheduler account (with FILE)")
-    parser.add_argument("--max-parallel", type=int, metavar="N", help="local system: runs at once")
+    add_target_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
 
 
