@@ -7,7 +7,7 @@ Modes (bench/bench_engine_gpu.sh runs them in one device call):
   overhead        the breakdown timers' own cost: eager decode with and without --breakdown
   attention       the fused decode attention (engine/kernels.py) against the SDPA path it replaces:
                   largest difference on random bf16 data, and time per layer inside a CUDA graph
-  matvec          engine.kernels.matvec with its fusions against torch (norm, F.linear, add) for each
+  matvec          engine.kernels.matvec with its fusions against torch (F.linear, SiLU, add) for each
                   projection of Llama-3.1-8B: largest difference, time, achieved bandwidth
 Each writes one JSON file (--out); `report` prints the table from them.
 The floor of a decode step is (weight bytes + KV-cache bytes of that step) / read bandwidth; weight
@@ -248,16 +248,14 @@ def bench_attention(batch: int, cache: int, pos: int, layers: int = 32) -> dict[
     return out
 
 
-def _matvec_pair(
-    kind: str, inp: torch.Tensor, w: torch.Tensor, norm: Any, res: torch.Tensor
-) -> tuple[Any, Any]:
+def _matvec_pair(kind: str, inp: torch.Tensor, w: torch.Tensor, res: torch.Tensor) -> tuple[Any, Any]:
     """The fused call and torch's kernels for the same work, as two closures."""
     import torch.nn.functional as F
 
     from engine import kernels
 
-    if kind == "norm":
-        return (lambda: kernels.matvec(inp, w, norm.weight, norm.eps), lambda: F.linear(norm(inp), w))
+    if kind == "plain":
+        return (lambda: kernels.matvec(inp, w), lambda: F.linear(inp, w))
     if kind == "res":
         return (lambda: kernels.matvec(inp, w, residual=res), lambda: res + F.linear(inp, w))
     gate, up = inp.chunk(2, -1)
@@ -291,7 +289,6 @@ def bench_matvec(rows: int) -> list[dict[str, Any]]:
     calls, GB/s counts the weight bytes only.
     """
     from engine import kernels
-    from engine.model import RMSNorm
 
     d, f, v = 4096, 14336, 128256
     g = torch.Generator(device="cuda").manual_seed(rows)
@@ -299,24 +296,21 @@ def bench_matvec(rows: int) -> list[dict[str, Any]]:
     def rnd(*shape: int, scale: float = 1.0) -> torch.Tensor:
         return (torch.randn(*shape, device="cuda", generator=g) * scale).to(torch.bfloat16)
 
-    norm = RMSNorm(d, 1e-5).cuda().to(torch.bfloat16)
-    norm.weight.data = rnd(d)
     x, res = rnd(rows, d), rnd(rows, d)
     out = []
     for name, n, k, kind in (
-        ("qkv (norm)", 6144, d, "norm"),
+        ("qkv", 6144, d, "plain"),
         ("o (residual)", d, d, "res"),
-        ("gate/up (norm)", 2 * f, d, "norm"),
+        ("gate/up", 2 * f, d, "plain"),
         ("down (swiglu, residual)", d, f, "swiglu"),
-        ("head (norm)", v, d, "norm"),
+        ("head", v, d, "plain"),
     ):
         copies = max(2, -(-400_000_000 // (n * k * 2)))
         ws = [rnd(n, k, scale=k**-0.5) for _ in range(copies)]
         inp = rnd(rows, 2 * k) if kind == "swiglu" else x[:, :k]
-        pairs = [_matvec_pair(kind, inp, w, norm, res) for w in ws]
+        pairs = [_matvec_pair(kind, inp, w, res) for w in ws]
         y, y_ref = pairs[0][0](), pairs[0][1]()
-        pro = 2 if kind == "swiglu" else (1 if kind == "norm" else 0)
-        key = (rows, n, k, pro, kind != "norm", torch.bfloat16, 0)
+        key = (rows, n, k, kind == "swiglu", kind != "plain", torch.bfloat16, 0)
         tuned = kernels.MATVEC_CHOICE.get(key)
         shapes = {}
         for cfg in kernels.MATVEC_CONFIGS[1 if rows == 1 else kernels.MATVEC_MAX_ROWS]:

@@ -273,15 +273,14 @@ def _(qkv, k_cache, v_cache, cos, sin, pos, n_heads, sms):  # noqa: ANN001, ANN2
 
 # ---- matrix-vector products of decode, with the neighbouring elementwise work fused in ----
 #
-# y = x @ W.T for the few rows of a decode step (M <= 16) and W of nn.Linear's [N, K] layout, with one of two
-# prologues and an optional epilogue, so that the small kernels around a projection disappear:
-#   norm:     x is replaced by RMSNorm(x) (fp32 statistics, rounded as engine.model.RMSNorm does);
+# y = x @ W.T for the few rows of a decode step (M <= 16) and W of nn.Linear's [N, K] layout, with an
+# optional prologue and epilogue, so that the small kernels around a projection disappear:
 #   swiglu:   x holds [gate | up] (2K wide) and is replaced by silu(gate) * up, rounded like F.silu * up;
 #   residual: the output is rounded to the model's dtype and then `residual` is added, as `h = x + a` does.
 # There is no split over K, so no second reduction kernel: each program owns BLOCK_N whole rows of W. One
 # row (M = 1) uses plain multiply-and-sum; more rows use the tensor cores with M padded to 16.
-# The engine uses swiglu and residual (attention-output and down projections); the norm prologue lost to
-# cuBLAS plus torch.compile's norm kernel on an H200 (bench/RESULTS-engine.md) and is kept for measuring.
+# The engine uses both (attention-output and down projections). An RMSNorm prologue, measured on an H200,
+# lost to cuBLAS plus torch.compile's norm kernel (bench/RESULTS-engine.md) and was removed.
 
 MATVEC_MAX_ROWS = 16
 MATVEC_FAST_ROWS = 1  # up to here it beat cuBLAS plus the kernels it replaces on an H200; auto stops here
@@ -298,8 +297,8 @@ if triton is not None:
 
     @triton.jit
     def _matvec(
-        x_ptr, w_ptr, y_ptr, nw_ptr, r_ptr, M, N, K, stride_xm, stride_ym, stride_rm, eps,
-        PRO: tl.constexpr, RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        x_ptr, w_ptr, y_ptr, r_ptr, M, N, K, stride_xm, stride_ym, stride_rm,
+        SWIGLU: tl.constexpr, RES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr, PREC: tl.constexpr,
     ):  # fmt: skip
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -307,14 +306,6 @@ if triton is not None:
         mmask = ms < M
         nmask = rows < N
         dtype = w_ptr.dtype.element_ty
-        if PRO == 1:
-            ssq = tl.zeros([BLOCK_M], tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                xm = mmask[:, None] & (ks[None, :] < K)
-                xv = tl.load(x_ptr + ms[:, None] * stride_xm + ks[None, :], mask=xm, other=0.0).to(tl.float32)
-                ssq += tl.sum(xv * xv, 1)
-            rstd = tl.math.rsqrt(ssq / K + eps)
         if BLOCK_M == 1:
             acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         else:
@@ -324,13 +315,10 @@ if triton is not None:
             kmask = ks < K
             xm = mmask[:, None] & kmask[None, :]
             xp = x_ptr + ms[:, None] * stride_xm + ks[None, :]
-            if PRO == 2:
+            if SWIGLU:
                 g = tl.load(xp, mask=xm, other=0.0).to(tl.float32)
                 u = tl.load(xp + K, mask=xm, other=0.0)
                 xv = (g * tl.sigmoid(g)).to(dtype) * u
-            elif PRO == 1:
-                nw = tl.load(nw_ptr + ks, mask=kmask, other=0.0)
-                xv = (tl.load(xp, mask=xm, other=0.0).to(tl.float32) * rstd[:, None]).to(dtype) * nw[None, :]
             else:
                 xv = tl.load(xp, mask=xm, other=0.0)
             wm = nmask[:, None] & kmask[None, :]
@@ -350,22 +338,22 @@ if triton is not None:
         tl.store(y_ptr + ms[:, None] * stride_ym + rows[None, :], out, mask=om)
 
 
-def _matvec_launch(x, w, y, nw, r, eps: float, pro: int, cfg: tuple[int, int, int, int]) -> None:  # noqa: ANN001
+def _matvec_launch(x, w, y, r, swiglu: bool, cfg: tuple[int, int, int, int]) -> None:  # noqa: ANN001
     m, k = x.shape[0], w.shape[1]
     bn, bk, warps, stages = cfg
     _matvec[(triton.cdiv(w.shape[0], bn),)](
-        x, w, y, nw if nw is not None else w, r if r is not None else y, m, w.shape[0], k, x.stride(0),
-        y.stride(0), r.stride(0) if r is not None else 0, eps, PRO=pro, RES=r is not None,
+        x, w, y, r if r is not None else y, m, w.shape[0], k, x.stride(0),
+        y.stride(0), r.stride(0) if r is not None else 0, SWIGLU=swiglu, RES=r is not None,
         BLOCK_M=1 if m == 1 else MATVEC_MAX_ROWS, BLOCK_N=bn, BLOCK_K=bk,
         PREC="ieee" if w.dtype == torch.float32 else "tf32", num_warps=warps, num_stages=stages,
     )  # fmt: skip
 
 
-def _matvec_config(x, w, y, nw, r, eps: float, pro: int) -> tuple[int, int, int, int]:  # noqa: ANN001
+def _matvec_config(x, w, y, r, swiglu: bool) -> tuple[int, int, int, int]:  # noqa: ANN001
     """The launch shape for this problem: timed once per shape on a GPU (never while a CUDA graph is being
     captured), the first listed one elsewhere."""
     configs = MATVEC_CONFIGS[1 if x.shape[0] == 1 else MATVEC_MAX_ROWS]
-    key = (x.shape[0], w.shape[0], w.shape[1], pro, r is not None, w.dtype, x.device.index)
+    key = (x.shape[0], w.shape[0], w.shape[1], swiglu, r is not None, w.dtype, x.device.index)
     if key in MATVEC_CHOICE:
         return MATVEC_CHOICE[key]
     if x.device.type != "cuda" or torch.cuda.is_current_stream_capturing():
@@ -374,7 +362,7 @@ def _matvec_config(x, w, y, nw, r, eps: float, pro: int) -> tuple[int, int, int,
     for cfg in configs:
         try:
             ms = triton.testing.do_bench(
-                lambda c=cfg: _matvec_launch(x, w, y, nw, r, eps, pro, c), warmup=5, rep=20
+                lambda c=cfg: _matvec_launch(x, w, y, r, swiglu, c), warmup=5, rep=20
             )
         except triton.runtime.errors.OutOfResources:
             continue
@@ -387,8 +375,6 @@ def _matvec_config(x, w, y, nw, r, eps: float, pro: int) -> tuple[int, int, int,
 def matvec(
     x: torch.Tensor,
     w: torch.Tensor,
-    norm_weight: torch.Tensor | None = None,
-    eps: float = 0.0,
     swiglu: bool = False,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -397,12 +383,11 @@ def matvec(
         raise ValueError(f"matvec takes at most {MATVEC_MAX_ROWS} rows, got {x.shape[0]}")
     x = x.contiguous()
     y = torch.empty(x.shape[0], w.shape[0], dtype=w.dtype, device=w.device)
-    pro = 2 if swiglu else (1 if norm_weight is not None else 0)
-    cfg = _matvec_config(x, w, y, norm_weight, residual, eps, pro)
-    _matvec_launch(x, w, y, norm_weight, residual, eps, pro, cfg)
+    cfg = _matvec_config(x, w, y, residual, swiglu)
+    _matvec_launch(x, w, y, residual, swiglu, cfg)
     return y
 
 
 @matvec.register_fake
-def _(x, w, norm_weight=None, eps=0.0, swiglu=False, residual=None):  # noqa: ANN001, ANN202 - the op's signature
+def _(x, w, swiglu=False, residual=None):  # noqa: ANN001, ANN202 - the op's signature
     return w.new_empty(x.shape[0], w.shape[0])
