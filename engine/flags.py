@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from collectives.dtypes import FLOAT_DTYPES
@@ -144,9 +144,23 @@ OUTPUT_FLAGS = (Flag("tokens_out", None, "write the generated token ids here, on
 NOT_PARAMS = ("results",)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Every flag of FLAGS and OUTPUT_FLAGS on `parser`, in table order."""
+def add_flags(
+    parser: argparse.ArgumentParser,
+    only: tuple[str, ...] | None = None,
+    helps: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> argparse.ArgumentParser:
+    """The flags of FLAGS and OUTPUT_FLAGS on `parser`, in table order: all of them, or those named in
+    `only` (an external engine's runner takes the ones whose meaning it shares), with its own words and
+    defaults where its engine differs."""
     for flag in (*FLAGS, *OUTPUT_FLAGS):
+        if only is not None and flag.name not in only:
+            continue
+        flag = replace(
+            flag,
+            help=(helps or {}).get(flag.name, flag.help),
+            default=(defaults or {}).get(flag.name, flag.default),
+        )
         if flag.kind == "switch":
             parser.add_argument(flag.option, action="store_true", help=flag.help)
         elif flag.kind == "negatable":

@@ -65,8 +65,9 @@ def _imports(path: Path):
 
 
 # An external engine's runner (engine/external/<name>.py) imports its engine and, of the bundled one,
-# only the workload it shares (model shapes, prompt files, prompts): never its model or kernels.
-EXTERNAL_MAY_IMPORT = {"engine.config", "engine.workload", "engine.external"}
+# only the workload it shares (model shapes, prompt files, prompts) and the flags whose meaning it shares:
+# never its model or kernels.
+EXTERNAL_MAY_IMPORT = {"engine.config", "engine.flags", "engine.workload", "engine.external"}
 
 
 def _violations(folder: str) -> list[str]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from collectives.dtypes import FLOAT_DTYPES, TORCH_NAMES
 from engine.config import PRESETS, ConfigError, ModelArgs, model_args_from_hf, read_prompt_file
+from engine.flags import add_flags
 from engine.workload import percentile, random_prompts
 from study import results as study_results
 
@@ -43,34 +44,48 @@ DONE_SUFFIX = ".vllm-done"
 _DTYPES = {name: TORCH_NAMES[name] for name in FLOAT_DTYPES}  # vLLM spells them as torch does
 
 
+# The bundled engine's flags (engine/flags.py) whose meaning vLLM shares, in vLLM's words where they differ.
+SHARED_FLAGS = (
+    "model",
+    "weights",
+    "tp",
+    "pp",
+    "batch_size",
+    "prompt_len",
+    "decode_len",
+    "prompt_file",
+    "dtype",
+    "device",
+    "cuda_graphs",
+    "seed",
+    "warmup",
+    "gpus_per_node",
+    "tokens_out",
+    "results",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.external.vllm", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny", help="preset name (random weights of that shape) ...")
-    p.add_argument("--weights", help="Hugging Face checkpoint folder (wins over --model)")
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--pp", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--prompt-len", type=int, default=16)
-    p.add_argument("--decode-len", type=int, default=8)
-    p.add_argument("--prompt-file", help="token ids, one prompt a line (else random ids from --seed)")
-    p.add_argument("--dtype", choices=tuple(_DTYPES), help="default bf16 on GPUs, fp32 on CPUs")
-    p.add_argument("--device", choices=("cuda", "cpu"), help="default: what vLLM's platform is")
-    p.add_argument(
-        "--cuda-graphs",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="vLLM's CUDA graphs and compilation (--no-cuda-graphs: enforce_eager)",
+    add_flags(
+        p,
+        only=SHARED_FLAGS,
+        helps={
+            "model": "preset name (random weights of that shape) ...",
+            "weights": "Hugging Face checkpoint folder (wins over --model)",
+            "device": "default: what vLLM's platform is",
+            "cuda_graphs": "vLLM's CUDA graphs and compilation (--no-cuda-graphs: enforce_eager)",
+            "seed": "seed of the prompts and of dummy weights",
+            "warmup": "untimed passes first",
+            "gpus_per_node": "GPUs per node (vLLM's workers per node)",
+        },
+        defaults={"gpus_per_node": 1},
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the prompts and of dummy weights")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes first")
-    p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node (vLLM's workers per node)")
     p.add_argument(
         "--master-port",
         type=int,
         help="multi-node: vLLM's torch.distributed port (default: the job's $MASTER_PORT + 1)",
     )
-    p.add_argument("--tokens-out", help="write the generated token ids here, one sequence a line")
-    p.add_argument("--results", help="results.json path (default: $STUDY_RESULTS, else ./results.json)")
     return p
 
 
