@@ -1,7 +1,8 @@
 """Interconnect comparison: the same experiment on two (or more) systems, side by side.
 
 Rows are matched on the experiment's configuration with the system-specific columns left out
-(system, interconnect, gpu, scheduler, workspace and the topology that follows from the machine).
+(system, interconnect, gpu, scheduler, workspace, the experiment's name, which differs when the same
+sweep runs as two experiments, and the topology that follows from the machine).
 They are aligned on `nodes` by default, since the interconnect sits between nodes; `world_size`
 aligns on GPU count instead (Perlmutter has 4 GPUs per node, Vista 1). The ratio column is
 system B's median over system A's: above 1, B is slower.
@@ -16,7 +17,7 @@ from analysis.dataset import config_columns, summarize
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-SYSTEM_COLUMNS: tuple[str, ...] = ("system", "interconnect", "gpu", "scheduler", "workspace")
+SYSTEM_COLUMNS: tuple[str, ...] = ("system", "interconnect", "gpu", "scheduler", "workspace", "experiment")
 ALIGN_CHOICES: tuple[str, ...] = ("nodes", "world_size")
 COMPARE_METRICS: tuple[str, ...] = ("latency_us", "ttft_ms", "tbt_ms", "e2e_ms", "tokens_per_s")
 

@@ -250,6 +250,17 @@ def test_e2e_speedup_known(inference):
 # -- interconnect comparison --------------------------------------------------------------------------
 
 
+def test_the_same_sweep_run_as_two_experiments_is_compared():
+    """nvrar-vs-nccl on Perlmutter and interconnect-comparison on Vista: one sweep, two names."""
+    a = syn.collective_frame(nodes=(2, 4), repeats=3).assign(experiment="nvrar-vs-nccl")
+    b = syn.collective_frame(
+        nodes=(2, 4, 8), repeats=3, system="vista", interconnect="ndr-infiniband", gpus_per_node=1
+    ).assign(experiment="interconnect-comparison")
+    table = side_by_side(from_frames(pd.concat([a, b], ignore_index=True)).ok, "latency_us")
+    assert sorted(table["nodes"].unique()) == [2, 4]  # only what both measured
+    assert "experiment" not in table.columns and len(table) == 2 * 2 * 6
+
+
 def test_side_by_side_ratio():
     a = syn.collective_frame(nodes=(2, 4), repeats=3)
     b = syn.collective_frame(
