@@ -1,9 +1,9 @@
 """Writing a rendered workspace's files: each atomically (a temporary file beside it, then a rename), an
 unchanged file left alone (same bytes, same mtime), so a re-render touches only what changed.
 
-Plain os calls, not file objects: a render writes or compares tens of thousands of small files. The
-state store and results go through study.results.atomic_write instead (mkstemp names, a mode set
-from the umask), which a few files a second can afford.
+Plain os calls, not file objects: a render writes or compares tens of thousands of small files. Every
+other atomic write of the project (results, datasets, figures, reports) goes through
+study.results.atomic_write (mkstemp names, a mode from the umask), which a few files a second afford.
 """
 
 from __future__ import annotations
