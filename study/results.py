@@ -207,9 +207,9 @@ _FILE_MODE = 0o666 & ~_process_umask()
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     """Let `write(tmp_path)` fill a temporary file beside `path`, then rename it over `path`.
 
-    Readers see the old file or the whole new one, never a part; on any error the temporary file is
-    removed and `path` is untouched. Every atomic write of the project goes through here, except the
-bulk writes of a render (study/files.py, tens of thousands of small files, unchanged ones skipped).
+        Readers see the old file or the whole new one, never a part; on any error the temporary file is
+        removed and `path` is untouched. Every atomic write of the project goes through here, except the
+    bulk writes of a render (study/files.py, tens of thousands of small files, unchanged ones skipped).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
