@@ -122,6 +122,7 @@ def validate_runs(df: pd.DataFrame, source: str) -> pd.DataFrame:
         )
     ok = df["status"] == "ok"
     _to_numbers(df, ok, source)
+    _to_booleans(df, source)
     _check_topology(df, ok, source)
     _check_values(df, ok, source)
     return df
@@ -173,6 +174,37 @@ def _to_numbers(df: pd.DataFrame, ok: pd.Series, source: str) -> None:
                 key=str(col),
             )
         df[col] = values
+
+
+# The sample keys that are switches (study/results.py SAMPLE_TYPES): parquet keeps them as booleans, CSV
+# as the words True / False; readers get booleans (None where a row has no such key).
+BOOLEAN_COLUMNS: tuple[str, ...] = tuple(k for k, t in SAMPLE_TYPES.items() if t is bool)
+_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def is_true(value: object) -> bool:
+    """A switch cell as read here (True / False / None, or NaN after a merge) as a plain bool."""
+    return value is not None and value == value and bool(value)
+
+
+def _to_booleans(df: pd.DataFrame, source: str) -> None:
+    """Every switch column as True / False / None, in place; any other word is an error."""
+    import pandas as pd
+
+    for col in BOOLEAN_COLUMNS:
+        if col not in df.columns:
+            continue
+        values = []
+        for value in df[col]:
+            if value is None or value != value:
+                values.append(None)
+            elif isinstance(value, bool) or type(value).__name__ == "bool_":
+                values.append(bool(value))
+            elif str(value).strip().lower() in _WORDS:
+                values.append(_WORDS[str(value).strip().lower()])
+            else:
+                raise InputError(f"expected true or false, found {value!r}", file=source, key=col)
+        df[col] = pd.Series(values, index=df.index, dtype=object)
 
 
 def _check_topology(df: pd.DataFrame, ok: pd.Series, source: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from analysis.dataset import is_true
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -20,17 +22,12 @@ def pages(df: pd.DataFrame, keys: list[str]):
         yield dict(zip(varying, values, strict=True)), part
 
 
-def in_place(value: object) -> bool:
-    """A placement cell as a bool: parquet gives booleans, CSV the words True / False."""
-    return str(value).strip().lower() in ("true", "1")
-
-
 def page_words(page: dict) -> dict[str, str]:
     """A page's values as a title shows them: the placement and the statistic in words."""
     words = {}
     for key, value in page.items():
         if key == "in_place" and value == value:
-            words[key] = "in-place" if in_place(value) else "out-of-place"
+            words[key] = "in-place" if is_true(value) else "out-of-place"
         elif key == "statistic" and isinstance(value, str):
             words[key] = f"{value} over ranks"
         else:
@@ -46,7 +43,7 @@ def page_title(base: str, page: dict) -> str:
 def page_slug(name: str, page: dict) -> str:
     """A file name per page; the placement reads `in-place` / `out-of-place`, not true / false."""
     values = [
-        ("in-place" if in_place(v) else "out-of-place") if k == "in_place" and v == v else v
+        ("in-place" if is_true(v) else "out-of-place") if k == "in_place" and v == v else v
         for k, v in page.items()
     ]
     return slug(name, *values)

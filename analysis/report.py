@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analysis.dataset import Dataset, value_or_none
+from analysis.dataset import Dataset, is_true, value_or_none
 from study.results import ResultError, atomic_write_text, git_state, read_result
 from study.units import human_size
 
@@ -57,7 +57,7 @@ def _measured_as(values: Any) -> str:
     words = []
     placement = value_or_none(values.get("in_place"))
     if placement is not None:
-        words.append("in-place" if str(placement).strip().lower() in ("true", "1") else "out-of-place")
+        words.append("in-place" if is_true(placement) else "out-of-place")
     statistic = value_or_none(values.get("statistic"))
     if isinstance(statistic, str):
         words.append(f"{statistic} over ranks")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.dataset import is_true, load_workspace
 from collectives import costmodel as cm
 from study.errors import InputError, StudyError
 from study.model import SystemModel, system_model
@@ -24,8 +25,6 @@ DATASET_COLUMNS = ("algorithm", "size_bytes", "latency_us", "nodes", "gpus_per_n
 def load_measurements(workspace: str | Path):
     """The ok rows of a workspace's collected dataset (or of a dataset file), read and checked by
     analysis.dataset like every other reader of datasets, with the columns the fit needs."""
-    from analysis.dataset import load_workspace
-
     data = load_workspace(workspace)
     path = data.sources[0]
     df = data.ok
@@ -59,8 +58,7 @@ def one_measurement(
         raise InputError(f"expected one of {', '.join(STATISTICS)}, got {statistic!r}", key="--statistic")
     used = None
     if "in_place" in df.columns:
-        # CSV gives strings ("True"/"False"), parquet booleans: compare on the spelled-out value.
-        in_place = df["in_place"].map(lambda v: str(v).strip().lower() in ("true", "1"))
+        in_place = df["in_place"].map(is_true)  # analysis.dataset reads switch columns as booleans
         used = placement or ("in-place" if in_place.any() else "out-of-place")
         df = df[in_place == (used == "in-place")]
         if df.empty:
@@ -133,8 +131,7 @@ def fit_workspace(
         )
     df = df[df["system"].astype(str) == system]
     if graphs is not None and "graphs" in df.columns:
-        # CSV gives strings ("True"/"False"), parquet booleans: compare on the spelled-out value.
-        timed_in_graphs = df["graphs"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
+        timed_in_graphs = df["graphs"].map(is_true)
         df = df[timed_in_graphs == graphs]
     df, placement, statistic = one_measurement(df, path, placement, statistic)
     df = df.assign(model=df["algorithm"].astype(str).map(cm.MODEL_OF_BACKEND))

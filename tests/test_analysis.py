@@ -50,6 +50,24 @@ def test_non_numeric_unit_column_is_refused(tmp_path):
         load_workspace(tmp_path)
 
 
+def test_switch_columns_read_as_booleans_from_csv_and_parquet(tmp_path):
+    df = syn.collective_frame(nodes=(2,), repeats=1)
+    df["in_place"] = [i % 2 == 0 for i in range(len(df))]
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "pq").mkdir()
+    df.to_csv(tmp_path / "csv" / "dataset.csv", index=False)
+    df.to_parquet(tmp_path / "pq" / "dataset.parquet")
+    for folder in ("csv", "pq"):
+        runs = load_workspace(tmp_path / folder).runs
+        assert runs["in_place"].tolist() == df["in_place"].tolist()
+        assert all(type(v) is bool for v in runs["in_place"])
+    df["in_place"] = df["in_place"].astype(object)
+    df.loc[0, "in_place"] = "maybe"
+    df.to_csv(tmp_path / "csv" / "dataset.csv", index=False)
+    with pytest.raises(InputError, match=r"dataset\.csv: in_place: expected true or false, found 'maybe'"):
+        load_workspace(tmp_path / "csv")
+
+
 def test_unitless_time_column_is_refused():
     df = syn.collective_frame(nodes=(2,), repeats=1).rename(columns={"latency_us": "latency"})
     with pytest.raises(InputError, match="latency: a time, size or bandwidth column must name its unit"):
