@@ -146,6 +146,14 @@ def runtime_versions() -> dict[str, str | None]:
     except OSError:
         pass
     try:
+        import mpi4py
+
+        if "OMPI_COMM_WORLD_SIZE" not in os.environ:  # (init_distributed sets torchrun's variables too)
+            # Only under Open MPI's mpirun does anything here use MPI (collectives.bench's `mpi`).
+            # Elsewhere importing mpi4py.MPI would start MPI in every rank (under torchrun, singletons
+            # racing to make Open MPI's session folder in /tmp) only to read a version string, which
+            # MPI gives without MPI_Init.
+            mpi4py.rc.initialize = mpi4py.rc.finalize = False
         from mpi4py import MPI
 
         versions["mpi"] = MPI.Get_library_version().splitlines()[0].strip().rstrip("\x00")
